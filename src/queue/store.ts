@@ -1,0 +1,118 @@
+/**
+ * The durable store: one Redis hash per message (envelope, body, one field per
+ * recipient state) and one BullMQ job per message that drives its attempts.
+ * The 250 promise (architecture.md, "Durability rule") is kept here: `enqueue`
+ * resolves only after both the hash and the job are in Redis, and if either
+ * write fails nothing stays behind that a worker could pick up.
+ */
+import { Queue, type JobsOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Envelope, QueueId } from '../model/envelope.ts';
+import type { RecipientState } from '../model/recipient.ts';
+import { DELIVERY_QUEUE, isRecipientField, keys, recipientField } from './keys.ts';
+
+export interface StoredMessage {
+  readonly envelope: Envelope;
+  /** In envelope order; the index is the recipient's stable identity in the hash. */
+  readonly recipients: readonly RecipientState[];
+}
+
+export interface DeliveryJobData {
+  readonly id: QueueId;
+}
+
+/** Job options every delivery job gets; retries are ours (moveToDelayed), so BullMQ's attempts are only a safety net for crashes in our own code. */
+export const DELIVERY_JOB_OPTIONS: JobsOptions = {
+  attempts: 1_000_000,
+  backoff: { type: 'fixed', delay: 60_000 },
+  removeOnComplete: true,
+  removeOnFail: false,
+};
+
+export class StoreUnavailableError extends Error {}
+
+export class MessageStore {
+  readonly queue: Queue<DeliveryJobData>;
+  private readonly k: ReturnType<typeof keys>;
+
+  constructor(
+    readonly redis: Redis,
+    readonly prefix: string,
+    private readonly writeTimeoutMs = 5000,
+  ) {
+    this.k = keys(prefix);
+    this.queue = new Queue<DeliveryJobData>(DELIVERY_QUEUE, { connection: redis, prefix: this.k.bullPrefix });
+    // The queue reports connection errors as events; callers see them as rejected writes.
+    this.queue.on('error', () => {});
+  }
+
+  /** Stores message and recipients, then queues the delivery job. Throws StoreUnavailableError. */
+  async enqueue(envelope: Envelope, recipients: readonly RecipientState[], body: Buffer): Promise<QueueId> {
+    const key = this.k.message(envelope.id);
+    const fields: (string | Buffer)[] = ['envelope', JSON.stringify(envelope), 'body', body];
+    recipients.forEach((r, i) => fields.push(recipientField(i), JSON.stringify(r)));
+    try {
+      await this.withTimeout(this.redis.hset(key, ...fields));
+      await this.withTimeout(this.queue.add('deliver', { id: envelope.id }, { ...DELIVERY_JOB_OPTIONS, jobId: envelope.id }));
+      return envelope.id;
+    } catch (err) {
+      // Undo the hash so nothing half-stored is left; if Redis is gone this fails too,
+      // and the orphan (a hash with no job) is never delivered: the client got 451.
+      await this.redis.del(key).catch(() => {});
+      throw new StoreUnavailableError((err as Error).message);
+    }
+  }
+
+  async load(id: QueueId): Promise<(StoredMessage & { body: Buffer }) | undefined> {
+    const [meta, body] = await Promise.all([this.loadMeta(id), this.redis.hgetBuffer(this.k.message(id), 'body')]);
+    if (!meta || !body) return undefined;
+    return { ...meta, body };
+  }
+
+  /** Envelope and recipient states without the body (queue inspection). */
+  async loadMeta(id: QueueId): Promise<StoredMessage | undefined> {
+    const key = this.k.message(id);
+    const fieldNames = (await this.redis.hkeys(key)).filter((f) => f === 'envelope' || isRecipientField(f));
+    if (!fieldNames.includes('envelope')) return undefined;
+    const values = await this.redis.hmget(key, ...fieldNames);
+    let envelope: Envelope | undefined;
+    const recipients: [number, RecipientState][] = [];
+    fieldNames.forEach((f, i) => {
+      const v = values[i];
+      if (v == null) return;
+      if (f === 'envelope') envelope = JSON.parse(v) as Envelope;
+      else recipients.push([Number(f.slice(2)), JSON.parse(v) as RecipientState]);
+    });
+    if (!envelope) return undefined;
+    recipients.sort((a, b) => a[0] - b[0]);
+    return { envelope, recipients: recipients.map(([, r]) => r) };
+  }
+
+  /** Writes back recipient states by index, in one command (atomic per attempt). */
+  async saveRecipients(id: QueueId, updates: ReadonlyMap<number, RecipientState>): Promise<void> {
+    if (updates.size === 0) return;
+    const fields: string[] = [];
+    for (const [i, r] of updates) fields.push(recipientField(i), JSON.stringify(r));
+    await this.redis.hset(this.k.message(id), ...fields);
+  }
+
+  /** Every recipient is final: drop the body, keep the records readable for `keepMs`. */
+  async finish(id: QueueId, keepMs: number): Promise<void> {
+    const key = this.k.message(id);
+    await this.redis.multi().hdel(key, 'body').pexpire(key, Math.max(1, Math.round(keepMs))).exec();
+  }
+
+  async close(): Promise<void> {
+    await this.queue.close();
+  }
+
+  private withTimeout<T>(p: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`redis write timed out after ${this.writeTimeoutMs} ms`)), this.writeTimeoutMs);
+      p.then(
+        (v) => (clearTimeout(t), resolve(v)),
+        (e: unknown) => (clearTimeout(t), reject(e as Error)),
+      );
+    });
+  }
+}
