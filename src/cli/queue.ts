@@ -1,0 +1,89 @@
+/**
+ * `drucof-relay queue list | show ID` (postqueue -p / postcat style): reads a
+ * running relay's Redis. The queue ids, states and per-recipient outcomes come
+ * from the same records the worker writes.
+ */
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { RelayConfig } from '../config/schema.ts';
+import type { RecipientState } from '../model/recipient.ts';
+import { replyText } from '../model/reply.ts';
+import { NoRedisError, pingRedis } from '../ops/redis-embedded.ts';
+import { MessageStore } from '../queue/store.ts';
+
+const LISTED_STATES = ['active', 'waiting', 'delayed', 'prioritized', 'failed'] as const;
+
+/** The Redis a running relay uses: REDIS_URL, else the shared one on 6379, else its private one. */
+async function findRedis(config: RelayConfig): Promise<string> {
+  if (config.redis.url) return config.redis.url;
+  if (await pingRedis('127.0.0.1', 6379)) return 'redis://127.0.0.1:6379';
+  const port = config.redis.embedded.port;
+  if (await pingRedis('127.0.0.1', port)) return `redis://127.0.0.1:${port}`;
+  throw new NoRedisError(`no Redis answers on 127.0.0.1:6379 or 127.0.0.1:${port}: is the relay running? (set REDIS_URL if its Redis is elsewhere)`);
+}
+
+async function withStore<T>(config: RelayConfig, fn: (store: MessageStore, queue: Queue) => Promise<T>): Promise<T> {
+  const redis = new Redis(await findRedis(config), { maxRetriesPerRequest: 1 });
+  const store = new MessageStore(redis, config.redis.prefix);
+  try {
+    return await fn(store, store.queue);
+  } finally {
+    await store.close();
+    redis.disconnect();
+  }
+}
+
+export async function queueList(config: RelayConfig, out: (line: string) => void = console.log): Promise<number> {
+  return withStore(config, async (store, queue) => {
+    let count = 0;
+    out(`${'Queue ID'.padEnd(20)} ${'State'.padEnd(8)} ${'Size'.padStart(9)}  ${'Arrival'.padEnd(24)} Sender`);
+    for (const state of LISTED_STATES) {
+      const jobs = await queue.getJobs([state], 0, -1, true);
+      for (const job of jobs) {
+        const meta = job.data?.id ? await store.loadMeta(job.data.id) : undefined;
+        if (!meta) continue;
+        count++;
+        const e = meta.envelope;
+        out(`${e.id.padEnd(20)} ${state.padEnd(8)} ${String(e.size).padStart(9)}  ${e.receivedAt.padEnd(24)} <${e.mailFrom}>`);
+        for (const r of meta.recipients) out(`${''.padEnd(40)}${recipientLine(r)}`);
+      }
+    }
+    out(count === 0 ? 'Mail queue is empty' : `-- ${count} message${count === 1 ? '' : 's'} in the queue (prefix ${config.redis.prefix})`);
+    return count;
+  });
+}
+
+export async function queueShow(config: RelayConfig, id: string, json: boolean, out: (line: string) => void = console.log): Promise<boolean> {
+  return withStore(config, async (store, queue) => {
+    const meta = await store.loadMeta(id);
+    if (!meta) {
+      out(`${id}: no such message (prefix ${config.redis.prefix})`);
+      return false;
+    }
+    const state = (await queue.getJobState(id)) ?? 'finished';
+    if (json) {
+      out(JSON.stringify({ state, ...meta }, null, 2));
+      return true;
+    }
+    const e = meta.envelope;
+    out(`Queue ID:    ${e.id}`);
+    out(`State:       ${state === 'unknown' ? 'finished' : state}`);
+    out(`Arrival:     ${e.receivedAt}`);
+    out(`Sender:      <${e.mailFrom}>${e.ret ? ` RET=${e.ret}` : ''}${e.envid ? ` ENVID=${e.envid.value}` : ''}`);
+    out(`Size:        ${e.size} bytes, BODY=${e.body}${e.smtpUtf8 ? ', SMTPUTF8' : ''}`);
+    out(`Client:      ${e.client.hostname ?? ''}[${e.client.address}] helo=${e.client.helo}${e.client.user ? ` user=${e.client.user}` : ''}${e.client.tls ? ` tls=${e.client.tls}` : ''}`);
+    out('Recipients:');
+    for (const r of meta.recipients) {
+      out(`  ${recipientLine(r)}`);
+      if (r.lastReply) out(`      last reply: ${replyText(r.lastReply)}${r.remoteMta ? ` (from ${r.remoteMta})` : ''}`);
+      if (r.nextAttemptAt) out(`      next attempt: ${r.nextAttemptAt}`);
+    }
+    return true;
+  });
+}
+
+function recipientLine(r: RecipientState): string {
+  const notify = r.notify === undefined ? '' : ` NOTIFY=${r.notify === 'NEVER' ? 'NEVER' : r.notify.join(',')}`;
+  return `<${r.address}> ${r.status}, ${r.attempts} attempt${r.attempts === 1 ? '' : 's'}${notify}`;
+}
+

@@ -1,0 +1,92 @@
+/**
+ * `start`, `listen`, `work`: assembles the stages into a running relay. By default
+ * one process listens and delivers; `listen` and `work` run one half each, against
+ * the same Redis. SIGTERM/SIGINT: stop accepting, finish what is in flight within
+ * `shutdownTimeout`, then leave the rest queued (it is re-run on the next start).
+ */
+import { hostname as osHostname } from 'node:os';
+import type { RelayConfig } from '../config/schema.ts';
+import { createInbound } from '../inbound/index.ts';
+import { createLogger, type Logger } from '../ops/log.ts';
+import { chooseRedis } from '../ops/redis-embedded.ts';
+import { OutboundPool } from '../outbound/index.ts';
+import { connectForListener, connectForWorker } from '../queue/redis.ts';
+import { MessageStore } from '../queue/store.ts';
+import { createRelayWorker } from '../relay/worker.ts';
+
+export interface Roles {
+  readonly listen: boolean;
+  readonly work: boolean;
+}
+
+export interface RunningRelay {
+  readonly listening?: { host: string; port: number };
+  stop(): Promise<void>;
+}
+
+export async function runRelay(config: RelayConfig, roles: Roles, log: Logger = createLogger(config.log.level)): Promise<RunningRelay> {
+  const hostname = config.hostname ?? osHostname();
+  const redisChoice = await chooseRedis({ url: config.redis.url, ...config.redis.embedded, log });
+  const stops: (() => Promise<unknown>)[] = [];
+  let listening: { host: string; port: number } | undefined;
+
+  if (!config.smarthost && Object.keys(config.routes).length === 0 && !config.mx && roles.work) {
+    log.warn('no next hop configured: set RELAY_SMARTHOST, `routes` or `mx: true`; mail will stay deferred');
+  }
+
+  if (roles.work) {
+    const workerRedis = connectForWorker(redisChoice.url);
+    const store = new MessageStore(workerRedis, config.redis.prefix);
+    const pool = new OutboundPool({ hostname, ...config.delivery, log: log.child({ stage: 'outbound' }) });
+    const worker = createRelayWorker({ config, store, connection: workerRedis, deliverer: pool, log: log.child({ stage: 'relay' }) });
+    stops.push(async () => {
+      const graceful = worker.close();
+      const timedOut = await Promise.race([graceful.then(() => false), sleep(config.shutdownTimeout).then(() => true)]);
+      if (timedOut) {
+        log.warn('shutdown timeout: leaving in-flight deliveries to be re-run after restart');
+        await worker.close(true);
+      }
+      await pool.close();
+      await store.close();
+      workerRedis.disconnect();
+    });
+  }
+
+  if (roles.listen) {
+    const listenerRedis = connectForListener(redisChoice.url);
+    listenerRedis.on('error', () => {}); // reported per transaction as 451
+    const store = new MessageStore(listenerRedis, config.redis.prefix);
+    const inbound = createInbound({ config, store, log: log.child({ stage: 'inbound' }), hostname });
+    listening = await inbound.listen();
+    log.info({ ...listening, redis: redisChoice.url, prefix: config.redis.prefix }, 'drucof-relay listening');
+    // Stop accepting first, so nothing new arrives while deliveries drain.
+    stops.unshift(async () => {
+      await inbound.close(config.shutdownTimeout);
+      await store.close();
+      listenerRedis.disconnect();
+    });
+  }
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      for (const s of stops) await s().catch((err: unknown) => log.error({ err }, 'error during shutdown'));
+      await redisChoice.stop();
+      log.info('drucof-relay stopped');
+    })());
+  return { ...(listening && { listening }), stop };
+}
+
+/** Runs until SIGTERM/SIGINT, then shuts down gracefully and exits. */
+export async function runUntilSignalled(config: RelayConfig, roles: Roles): Promise<void> {
+  const log = createLogger(config.log.level);
+  const relay = await runRelay(config, roles, log);
+  const onSignal = (signal: string) => {
+    log.info({ signal }, 'shutting down');
+    void relay.stop().then(() => process.exit(0));
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

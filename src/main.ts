@@ -1,0 +1,48 @@
+/**
+ * drucof-relay's command line: start (listen + work), listen, work, queue.
+ * Exits with a one-line error (no stack) on configuration or Redis problems.
+ */
+import { Command } from 'commander';
+import { ConfigError, DEFAULT_CONFIG, loadConfig } from './config/load.ts';
+import { NoRedisError } from './ops/redis-embedded.ts';
+import { runUntilSignalled, type Roles } from './cli/start.ts';
+import { queueList, queueShow } from './cli/queue.ts';
+
+const program = new Command('drucof-relay')
+  .description('SMTP smarthost relay: deliver recipient-usable content or fail')
+  .showHelpAfterError();
+
+const run = (roles: Roles) => async (opts: { config: string }) => runUntilSignalled(loadConfig(opts.config), roles);
+const configOption = ['-c, --config <file>', 'configuration file', DEFAULT_CONFIG] as const;
+
+program.command('start').description('listen for SMTP and deliver queued mail (one process)').option(...configOption).action(run({ listen: true, work: true }));
+program.command('listen').description('only accept mail into the queue').option(...configOption).action(run({ listen: true, work: false }));
+program.command('work').description('only deliver queued mail').option(...configOption).action(run({ listen: false, work: true }));
+
+const queue = program.command('queue').description('inspect the queue of a running relay');
+queue
+  .command('list')
+  .description('list queued messages and their recipients')
+  .option(...configOption)
+  .action(async (opts: { config: string }) => {
+    await queueList(loadConfig(opts.config));
+  });
+queue
+  .command('show')
+  .description('show one message: envelope and per-recipient state')
+  .argument('<id>', 'queue id')
+  .option(...configOption)
+  .option('--json', 'machine-readable output')
+  .action(async (id: string, opts: { config: string; json?: boolean }) => {
+    if (!(await queueShow(loadConfig(opts.config), id, opts.json ?? false))) process.exitCode = 1;
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof ConfigError || err instanceof NoRedisError) {
+    process.stderr.write(`drucof-relay: ${err.message}\n`);
+    process.exit(2);
+  }
+  throw err;
+}

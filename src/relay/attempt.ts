@@ -1,0 +1,99 @@
+/**
+ * One delivery attempt over every recipient of a message that is not yet final
+ * (orchestration only: route → group → deliver → record). Each transaction's
+ * outcome is written back to Redis as soon as it is known, so a worker killed
+ * mid-attempt re-sends only to recipients whose outcome was not yet recorded.
+ */
+import type { Envelope } from '../model/envelope.ts';
+import type { DeliveryResult, NextHop } from '../model/delivery.ts';
+import { isFinal, type RecipientState } from '../model/recipient.ts';
+import { reply, type Reply } from '../model/reply.ts';
+import { status } from '../smtp/status.ts';
+import type { Logger } from '../ops/log.ts';
+import type { RelayConfig } from '../config/schema.ts';
+import { afterAttempt } from './outcome.ts';
+import { mxHop, routeFor, type MxRecord } from './route.ts';
+import { groupByHop, type Routed } from './group.ts';
+
+export interface Deliverer {
+  deliver(req: {
+    readonly hop: NextHop;
+    readonly envelope: Envelope;
+    readonly recipients: readonly RecipientState[];
+    readonly body: Buffer;
+  }): Promise<DeliveryResult>;
+}
+
+/** DNS port: MX records of a domain; rejects with an Error whose `code` is node's DNS code. */
+export type MxResolver = (domain: string) => Promise<MxRecord[]>;
+
+export interface AttemptDeps {
+  readonly config: Pick<RelayConfig, 'routes' | 'smarthost' | 'mx' | 'delivery'>;
+  readonly deliverer: Deliverer;
+  readonly resolveMx: MxResolver;
+  readonly save: (updates: ReadonlyMap<number, RecipientState>) => Promise<void>;
+  readonly log: Logger;
+}
+
+export interface AttemptInput {
+  readonly envelope: Envelope;
+  readonly recipients: readonly RecipientState[];
+  readonly body: Buffer;
+}
+
+/** Runs the attempt; returns every recipient's state afterwards (index-aligned). */
+export async function attemptDelivery(msg: AttemptInput, deps: AttemptDeps): Promise<RecipientState[]> {
+  const states = [...msg.recipients];
+  const now = () => new Date().toISOString();
+  const routed: Routed[] = [];
+  const unroutable = new Map<number, RecipientState>();
+  const mxCache = new Map<string, Promise<NextHop | Reply>>();
+
+  for (const [index, r] of states.entries()) {
+    if (isFinal(r)) continue;
+    const spec = routeFor(r.address, deps.config);
+    if (spec.kind === 'hop') routed.push({ index, hop: spec.hop });
+    else if (spec.kind === 'none') {
+      unroutable.set(index, afterAttempt(r, status.routingFailed('no next hop configured (set RELAY_SMARTHOST, routes or mx: true)'), { now: now(), dsnPassedOn: false }));
+    } else {
+      let hop = mxCache.get(spec.domain);
+      if (!hop) mxCache.set(spec.domain, (hop = lookupMx(spec.domain, deps.resolveMx)));
+      const found = await hop;
+      if ('hosts' in found) routed.push({ index, hop: found });
+      else unroutable.set(index, afterAttempt(r, found, { now: now(), dsnPassedOn: false }));
+    }
+  }
+  if (unroutable.size > 0) {
+    await deps.save(unroutable);
+    for (const [i, s] of unroutable) states[i] = s;
+  }
+
+  const transactions = groupByHop(routed, deps.config.delivery.maxRecipientsPerTransaction);
+  await Promise.all(
+    transactions.map(async (t) => {
+      const recipients = t.indices.map((i) => states[i]!);
+      const result = await deps.deliverer.deliver({ hop: t.hop, envelope: msg.envelope, recipients, body: msg.body });
+      const updates = new Map<number, RecipientState>();
+      const at = now();
+      for (const i of t.indices) {
+        const r = states[i]!;
+        const got = result.perRecipient.get(r.address) ?? reply(451, 4, 4, 'no reply recorded for this recipient');
+        updates.set(i, afterAttempt(r, got, { now: at, dsnPassedOn: result.dsnPassedOn, ...(result.remoteMta !== undefined && { remoteMta: result.remoteMta }) }));
+      }
+      await deps.save(updates);
+      for (const [i, s] of updates) states[i] = s;
+    }),
+  );
+  return states;
+}
+
+async function lookupMx(domain: string, resolve: MxResolver): Promise<NextHop | Reply> {
+  try {
+    return mxHop(domain, await resolve(domain));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENODATA') return mxHop(domain, []);
+    if (code === 'ENOTFOUND') return reply(550, 1, 2, `domain ${domain} not found`);
+    return reply(451, 4, 3, `DNS lookup for ${domain} failed (${code ?? 'error'})`);
+  }
+}

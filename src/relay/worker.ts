@@ -1,0 +1,100 @@
+/**
+ * The relay worker (Postfix qmgr + smtp): a BullMQ Worker whose job is one
+ * message. Each run loads the message, attempts every recipient not yet final,
+ * writes the outcomes back, then either finishes the message or moves the job to
+ * the delayed set for the next retry (without consuming a BullMQ attempt).
+ * Stalled jobs are re-run, never failed for stalling: the attempt is idempotent
+ * per recipient, so a re-run only sends to recipients with no recorded outcome.
+ */
+import { DelayedError, Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { promises as dns } from 'node:dns';
+import type { RelayConfig } from '../config/schema.ts';
+import { isFinal, type RecipientState } from '../model/recipient.ts';
+import type { Logger } from '../ops/log.ts';
+import { DELIVERY_QUEUE, keys } from '../queue/keys.ts';
+import { isExpired, retryDelay } from '../queue/schedule.ts';
+import type { DeliveryJobData, MessageStore } from '../queue/store.ts';
+import { attemptDelivery, type Deliverer, type MxResolver } from './attempt.ts';
+import { expired, scheduled } from './outcome.ts';
+
+export interface RelayWorkerOptions {
+  readonly config: RelayConfig;
+  readonly store: MessageStore;
+  readonly connection: Redis;
+  readonly deliverer: Deliverer;
+  readonly log: Logger;
+  readonly resolveMx?: MxResolver;
+}
+
+/** A stalled job is re-run however often it stalls (BullMQ's default fails it after one). */
+const NEVER_FAIL_FOR_STALLING = Number.MAX_SAFE_INTEGER;
+
+export function createRelayWorker(opts: RelayWorkerOptions): Worker<DeliveryJobData> {
+  const { config, store, log } = opts;
+  const resolveMx: MxResolver = opts.resolveMx ?? ((d) => dns.resolveMx(d));
+
+  const processor = async (job: Job<DeliveryJobData>, token?: string): Promise<string> => {
+    const id = job.data.id;
+    const msg = await store.load(id);
+    if (!msg) {
+      log.warn({ queueId: id }, 'job without a stored message: nothing to deliver');
+      return 'missing';
+    }
+    const save = (updates: ReadonlyMap<number, RecipientState>) => store.saveRecipients(id, updates);
+    let states = msg.recipients.some((r) => !isFinal(r))
+      ? await attemptDelivery(msg, { config, deliverer: opts.deliverer, resolveMx, save, log })
+      : [...msg.recipients];
+
+    const pending = [...states.entries()].filter(([, r]) => !isFinal(r));
+    if (pending.length === 0) {
+      await store.finish(id, config.queue.keepFinished);
+      log.info({ queueId: id, recipients: summarize(states) }, 'message finished');
+      return 'finished';
+    }
+
+    const now = Date.now();
+    if (isExpired(msg.envelope.receivedAt, config.queue.maxLifetime, now)) {
+      const updates = new Map(pending.map(([i, r]) => [i, expired(r, formatDuration(config.queue.maxLifetime))]));
+      await store.saveRecipients(id, updates);
+      states = states.map((r, i) => updates.get(i) ?? r);
+      await store.finish(id, config.queue.keepFinished);
+      log.info({ queueId: id, recipients: summarize(states) }, 'message expired');
+      return 'expired';
+    }
+
+    const failedAttempts = Math.max(...pending.map(([, r]) => r.attempts));
+    const hint = Math.min(...pending.map(([, r]) => r.lastReply?.tags?.retryAfter ?? Infinity));
+    const delay = retryDelay(failedAttempts, config.queue.retrySchedule, Number.isFinite(hint) ? hint : undefined);
+    const at = new Date(now + delay).toISOString();
+    await store.saveRecipients(id, new Map(pending.map(([i, r]) => [i, scheduled(r, at)])));
+    log.info({ queueId: id, deferred: pending.length, nextAttemptAt: at }, 'message deferred');
+    await job.moveToDelayed(now + delay, token);
+    throw new DelayedError();
+  };
+
+  const worker = new Worker<DeliveryJobData>(DELIVERY_QUEUE, processor, {
+    connection: opts.connection,
+    prefix: keys(config.redis.prefix).bullPrefix,
+    concurrency: config.queue.concurrency,
+    maxStalledCount: NEVER_FAIL_FOR_STALLING,
+    // Same on every worker of the queue (BullMQ gates the stalled check on whichever ran last).
+    lockDuration: 30_000,
+    stalledInterval: 30_000,
+  });
+  worker.on('error', (err) => log.error({ err }, 'worker error'));
+  worker.on('failed', (job, err) => log.error({ queueId: job?.data.id, err }, 'delivery job crashed; BullMQ will retry it'));
+  return worker;
+}
+
+function summarize(states: readonly RecipientState[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const s of states) out[s.status] = (out[s.status] ?? 0) + 1;
+  return out;
+}
+
+function formatDuration(ms: number): string {
+  if (ms % 86_400_000 === 0) return `${ms / 86_400_000} days`;
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000} hours`;
+  return `${Math.round(ms / 1000)} seconds`;
+}
