@@ -44,12 +44,15 @@ export interface EmbeddedOptions {
   readonly appendfsync: 'always' | 'everysec' | 'no';
   readonly log: Logger;
   readonly redisServer?: string;
+  /** Where a shared Redis is looked for first (6379; tests move it). */
+  readonly sharedPort?: number;
 }
 
 export async function chooseRedis(o: EmbeddedOptions): Promise<RedisChoice> {
   const none = async () => {};
   if (o.url) return { url: o.url, stop: none };
-  if (await pingRedis('127.0.0.1', 6379)) return { url: 'redis://127.0.0.1:6379', stop: none };
+  const shared = o.sharedPort ?? 6379;
+  if (await pingRedis('127.0.0.1', shared)) return { url: `redis://127.0.0.1:${shared}`, stop: none };
   const url = `redis://127.0.0.1:${o.port}`;
   if (await pingRedis('127.0.0.1', o.port)) {
     o.log.warn({ url }, 'a Redis already answers on the private port; using it');
@@ -69,7 +72,7 @@ export async function chooseRedis(o: EmbeddedOptions): Promise<RedisChoice> {
   });
   if (!started) {
     throw new NoRedisError(
-      'no Redis answers on 127.0.0.1:6379 and redis-server is not installed: install Redis (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) or set REDIS_URL=redis://host:port',
+      `no Redis answers on 127.0.0.1:${shared} and redis-server is not installed: install Redis (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) or set REDIS_URL=redis://host:port`,
     );
   }
   for (let i = 0; i < 100 && !(await pingRedis('127.0.0.1', o.port)); i++) {

@@ -1,0 +1,238 @@
+/**
+ * Builds the listener (Postfix smtpd): an smtp-server instance whose sessions are
+ * RelaySMTPConnections, wired to access control (access.ts), per-transaction
+ * state (session.ts) and the DATA → store path (receive.ts). Owns the I/O of the
+ * inbound stage: reading the TLS files, the listening socket, graceful shutdown.
+ */
+import { readFileSync } from 'node:fs';
+import { timingSafeEqual } from 'node:crypto';
+import type net from 'node:net';
+import type tls from 'node:tls';
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import type { SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
+import type { RelayConfig } from '../config/schema.ts';
+import { reply } from '../model/reply.ts';
+import type { Logger } from '../ops/log.ts';
+import type { MessageStore } from '../queue/store.ts';
+import { status } from '../smtp/status.ts';
+import { checkConnect, checkRecipient, compilePolicy } from './access.ts';
+import { connectionOf, RelaySMTPConnection, replyError, type ConnectionSettings } from './connection.ts';
+import { receive } from './receive.ts';
+import { addRecipient, beginTransaction, clientIdentity, currentTransaction, userName } from './session.ts';
+
+export interface InboundOptions {
+  readonly config: RelayConfig;
+  readonly store: MessageStore;
+  readonly log: Logger;
+  /** Our name: banner, EHLO greeting, Received: `by`. */
+  readonly hostname: string;
+}
+
+export interface Inbound {
+  /** Starts listening on `config.listen` (port 0: any free port) and returns the real address. */
+  listen(): Promise<{ host: string; port: number }>;
+  /**
+   * Stops accepting, ends idle sessions with `421 4.4.2`, lets transactions in
+   * flight finish for up to `timeoutMs`, then ends the rest with 421 too.
+   */
+  close(timeoutMs: number): Promise<void>;
+}
+
+/** smtp-server whose `connect()` builds our connection subclass (libraries.md §1, approach b). */
+export class RelaySMTPServer extends SMTPServer {
+  /**
+   * Every connection whose socket is still open. smtp-server's `connections`
+   * forgets a session when it starts closing, but its socket may linger (a
+   * client that never closes its side), so shutdown needs this to be bounded.
+   */
+  readonly live = new Set<RelaySMTPConnection>();
+
+  constructor(
+    options: SMTPServerOptions,
+    readonly settings: ConnectionSettings,
+  ) {
+    super(options);
+  }
+
+  override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
+    const connection = new RelaySMTPConnection(this, socket, socketOptions).attach(this.settings);
+    this.connections.add(connection);
+    this.live.add(connection);
+    connection.once('socket-closed', () => this.live.delete(connection));
+    connection.on('error', (err: Error) => this._onError(err));
+    connection.on('connect', (data) => this._onClientConnect(data));
+    connection.init();
+  }
+}
+
+/** Constant-time password check against the configured users. */
+function checkPassword(users: Readonly<Record<string, string>>, user: string, password: string): boolean {
+  if (!Object.hasOwn(users, user)) return false;
+  const want = Buffer.from(users[user]!, 'utf8');
+  const got = Buffer.from(password, 'utf8');
+  return want.length === got.length && timingSafeEqual(want, got);
+}
+
+export function createInbound(opts: InboundOptions): Inbound {
+  const { config, store, hostname } = opts;
+  const log = opts.log;
+  const limits = config.limits;
+  const policy = compilePolicy(config.allowNetworks, config.auth !== undefined);
+  let draining = false;
+
+  const settings: ConnectionSettings = {
+    maxMessageSize: limits.maxMessageSize,
+    maxConnections: limits.maxConnections,
+    tls: config.tls !== undefined,
+    auth: config.auth ? { allowInsecure: config.auth.allowInsecure } : false,
+    extraEhloKeywords: [],
+    paramPolicy: { dsn: true, maxSize: limits.maxMessageSize },
+    isDraining: () => draining,
+  };
+  if (config.auth && !config.auth.allowInsecure && !config.tls) {
+    log.warn('auth is configured without tls and without allowInsecure: AUTH can never be used');
+  }
+
+  const server = new RelaySMTPServer(
+    {
+      name: hostname,
+      logger: false,
+      // Exim half-closes after a pipelined QUIT (connection.ts, point 3). The TLS socket
+      // STARTTLS wraps around an accepted socket inherits the setting from it.
+      allowHalfOpen: true,
+      ...(config.tls && { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert) }),
+      ...(limits.maxMessageSize > 0 && { size: limits.maxMessageSize }),
+      hideENHANCEDSTATUSCODES: false,
+      hideDSN: false,
+      hideREQUIRETLS: true,
+      authMethods: ['PLAIN', 'LOGIN'],
+      authOptional: true, // clients inside allowNetworks relay without AUTH
+      allowInsecureAuth: config.auth?.allowInsecure ?? false,
+      disabledCommands: [
+        'WIZ',
+        'SHELL',
+        'KILL',
+        'XCLIENT',
+        'XFORWARD',
+        ...(config.tls ? [] : ['STARTTLS']),
+        ...(config.auth ? [] : ['AUTH']),
+      ],
+      socketTimeout: limits.idleTimeout,
+
+      onConnect(session, cb) {
+        const denied = checkConnect(policy, { address: session.remoteAddress });
+        if (!denied) return cb();
+        log.info({ client: session.remoteAddress, result: denied.code }, 'connection refused: not in allowNetworks');
+        connectionOf(session).answer(denied, cb);
+      },
+
+      onAuth(auth, session, cb) {
+        const conn = connectionOf(session);
+        const user = auth.username ?? '';
+        const ok = (auth.method === 'PLAIN' || auth.method === 'LOGIN') && checkPassword(config.auth?.users ?? {}, user, auth.password ?? '');
+        if (!ok) {
+          log.info({ client: session.remoteAddress, user }, 'authentication failed');
+          const r = reply(535, 7, 8, 'authentication credentials invalid');
+          conn.respondNext(r);
+          return cb(replyError(r));
+        }
+        conn.respondNext(reply(235, 7, 0, 'authentication successful'));
+        cb(null, { user });
+      },
+
+      onMailFrom(address, session, cb) {
+        const conn = connectionOf(session);
+        beginTransaction(session, address.address, conn.takeMailParams());
+        conn.answer(status.senderOk(), cb);
+      },
+
+      onRcptTo(address, session, cb) {
+        const conn = connectionOf(session);
+        const params = conn.takeRcptParams();
+        const tx = currentTransaction(session);
+        if (!tx) return conn.answer(status.badSequence('need MAIL command'), cb);
+        const denied = checkRecipient(policy, { address: session.remoteAddress, ...optionalUser(session) });
+        if (denied) {
+          log.info({ client: session.remoteAddress, rcpt: address.address, result: denied.code }, 'recipient refused: relay denied');
+          return conn.answer(denied, cb);
+        }
+        if (addRecipient(tx, address.address, params, limits.maxRecipients) === 'too-many') {
+          return conn.answer(status.tooManyRecipients(), cb);
+        }
+        conn.answer(status.recipientOk(), cb);
+      },
+
+      onData(stream, session, cb) {
+        const conn = connectionOf(session);
+        const tx = currentTransaction(session);
+        if (!tx) {
+          stream.resume();
+          return conn.answer(status.badSequence('need MAIL command'), cb);
+        }
+        receive(
+          { stream, tx, client: clientIdentity(session), esmtp: session.openingCommand === 'EHLO', secure: session.secure },
+          { store, log, hostname, maxMessageSize: limits.maxMessageSize },
+        ).then(
+          (r) => conn.answer(r, cb),
+          (err: unknown) => {
+            // The client went away mid-message (or the stream failed): nothing stored.
+            log.info({ client: session.remoteAddress, err: (err as Error).message }, 'message not received');
+            conn.answer(status.localError(), cb);
+          },
+        );
+      },
+    },
+    settings,
+  );
+  server.on('error', (err: Error & { code?: string }) => {
+    log.debug({ err: err.message, code: err.code }, 'connection error');
+  });
+
+  return {
+    listen() {
+      return new Promise((resolve, reject) => {
+        const onError = (err: Error) => reject(err);
+        server.server.once('error', onError);
+        server.listen(config.listen.port, config.listen.host, undefined, () => {
+          server.server.off('error', onError);
+          const addr = server.server.address();
+          if (addr && typeof addr === 'object') {
+            log.info({ host: addr.address, port: addr.port }, 'listening');
+            resolve({ host: addr.address, port: addr.port });
+          } else reject(new Error('listener has no address'));
+        });
+      });
+    },
+
+    async close(timeoutMs) {
+      draining = true;
+      const closed = new Promise<void>((resolve) => {
+        if (!server.server.listening) return resolve();
+        server.server.close(() => resolve());
+      });
+      const sessions = () => [...server.connections] as RelaySMTPConnection[];
+      const endIdle = () => {
+        for (const c of sessions()) if (!c.inTransaction()) c.shutDown();
+      };
+      endIdle();
+      // Sessions finishing a transaction are ended at their next idle moment.
+      const poll = setInterval(endIdle, 50);
+      const deadline = (ms: number) => new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), ms).unref());
+      try {
+        if ((await Promise.race([closed.then(() => 'closed' as const), deadline(timeoutMs)])) === 'closed') return;
+        for (const c of sessions()) c.shutDown();
+        // Give the 421s a moment to leave, then drop whatever is still open.
+        if ((await Promise.race([closed.then(() => 'closed' as const), deadline(1000)])) === 'closed') return;
+        for (const c of server.live) c._socket.destroy();
+        await Promise.race([closed, deadline(1000)]);
+      } finally {
+        clearInterval(poll);
+      }
+    },
+  };
+}
+
+function optionalUser(session: SMTPServerSession): { user?: string } {
+  const user = userName(session.user);
+  return user ? { user } : {};
+}
