@@ -34,6 +34,8 @@ export interface NextHopScript {
   size?: number;
   /** Refuse the connection at the greeting with this reply (then close). */
   connect?: () => ScriptReply | undefined;
+  /** At MAIL: a 4xx/5xx reply refuses the sender; `'drop'` destroys the connection instead of answering. */
+  mail?: (address: string) => ScriptReply | 'drop' | undefined;
   /** Per recipient: a 4xx/5xx reply refuses it; undefined or 2xx = `250 Accepted`. */
   rcpt?: (address: string) => ScriptReply | undefined;
   /** After the data: undefined = `250 OK: message queued`. */
@@ -66,6 +68,8 @@ export interface NextHopPeer {
   /** Messages that reached the end of DATA (also counted when `keepMessages` is false). */
   readonly received: number;
   setScript(s: NextHopScript): void;
+  /** Destroys every open client connection (as a crashed or impatient server would). */
+  dropConnections(): void;
   close(): Promise<void>;
 }
 
@@ -82,10 +86,31 @@ interface RawLines {
 /** Raw command lines of the current transaction, per session. */
 const rawLines = new WeakMap<SMTPServerSession, RawLines>();
 
-/** Records raw MAIL/RCPT lines and prints multi-line script texts as multi-line replies. */
+/**
+ * Records raw MAIL/RCPT lines and prints multi-line script texts as multi-line
+ * replies. Greets at once: smtp-server waits 100 ms to catch early talkers, which
+ * would dominate a benchmark that opens connections.
+ */
 class RecordingConnection extends SMTPConnection {
+  override init(): void {
+    this._setListeners(() => this.connectionReady());
+  }
+
   override handler_MAIL(command: Buffer, callback: () => void): void {
     rawLines.set(this.session, { mailLine: command.toString('utf8'), rcptLines: [] });
+    const script = (this._server as NextHopServer).script;
+    if (script.mail) {
+      const address = this._parseAddressCommand('mail from', command);
+      const r = address ? script.mail(address.address) : undefined;
+      if (r === 'drop') {
+        this._socket.destroy();
+        return;
+      }
+      if (r && r.code >= 400) {
+        this.send(r.code, r.text);
+        return callback();
+      }
+    }
     super.handler_MAIL(command, callback);
   }
 
@@ -101,6 +126,8 @@ class RecordingConnection extends SMTPConnection {
 }
 
 class NextHopServer extends SMTPServer {
+  script: NextHopScript = {};
+
   override connect(socket: net.Socket, socketOptions?: SMTPConnectionOptions | null): void {
     const connection = new RecordingConnection(this, socket, socketOptions);
     this.connections.add(connection);
@@ -137,6 +164,7 @@ export async function startNextHop(initial: NextHopScript = {}, opts: NextHopOpt
     logger: false,
     disableReverseLookup: true,
     authOptional: true,
+    disabledCommands: ['AUTH'],
     closeTimeout: 200,
     ...hideOptions(script),
     onConnect(_session, cb) {
@@ -176,6 +204,7 @@ export async function startNextHop(initial: NextHopScript = {}, opts: NextHopOpt
       });
     },
   });
+  server.script = script;
   server.on('error', () => {}); // client misbehaviour is the test's business, not a crash
 
   await new Promise<void>((resolve, reject) => {
@@ -196,7 +225,11 @@ export async function startNextHop(initial: NextHopScript = {}, opts: NextHopOpt
     },
     setScript(s: NextHopScript) {
       script = s;
+      server.script = s;
       Object.assign(server.options, hideOptions(s));
+    },
+    dropConnections() {
+      for (const c of server.connections) c._socket.destroy();
     },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
