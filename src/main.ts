@@ -6,7 +6,7 @@ import { Command } from 'commander';
 import { ConfigError, DEFAULT_CONFIG, loadConfig } from './config/load.ts';
 import { NoRedisError } from './ops/redis-embedded.ts';
 import { runUntilSignalled, type Roles } from './cli/start.ts';
-import { queueList, queueShow } from './cli/queue.ts';
+import { queueAct, queueList, queueShow } from './cli/queue.ts';
 
 const program = new Command('drucof-relay')
   .description('SMTP smarthost relay: deliver recipient-usable content or fail')
@@ -35,6 +35,31 @@ queue
   .option('--json', 'machine-readable output')
   .action(async (id: string, opts: { config: string; json?: boolean }) => {
     if (!(await queueShow(loadConfig(opts.config), id, opts.json ?? false))) process.exitCode = 1;
+  });
+
+for (const [action, text] of [
+  ['retry', 'attempt delivery now (postqueue -i)'],
+  ['hold', 'keep a message from being delivered until released (postsuper -h)'],
+  ['release', 'release a held message (postsuper -H)'],
+] as const) {
+  queue
+    .command(action)
+    .description(text)
+    .argument('<id>', 'queue id')
+    .option(...configOption)
+    .action(async (id: string, opts: { config: string }) => {
+      if (!(await queueAct(loadConfig(opts.config), action, id))) process.exitCode = 1;
+    });
+}
+queue
+  .command('delete')
+  .description('delete a message (postsuper -d); --bounce first sends the failure report to its sender')
+  .argument('<id>', 'queue id')
+  .option(...configOption)
+  .option('--bounce', 'fail the recipients not yet delivered and report it to the sender (as their NOTIFY asks)')
+  .action(async (id: string, opts: { config: string; bounce?: boolean }) => {
+    const config = loadConfig(opts.config);
+    if (!(await queueAct(config, 'delete', id, { bounce: opts.bounce ?? false, ...(config.hostname && { hostname: config.hostname }) }))) process.exitCode = 1;
   });
 
 try {

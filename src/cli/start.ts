@@ -38,7 +38,7 @@ export async function runRelay(config: RelayConfig, roles: Roles, log: Logger = 
     const workerRedis = connectForWorker(redisChoice.url);
     const store = new MessageStore(workerRedis, config.redis.prefix);
     const pool = new OutboundPool({ hostname, ...config.delivery, log: log.child({ stage: 'outbound' }) });
-    const worker = createRelayWorker({ config, store, connection: workerRedis, deliverer: pool, log: log.child({ stage: 'relay' }) });
+    const worker = createRelayWorker({ config, store, connection: workerRedis, deliverer: pool, hostname, log: log.child({ stage: 'relay' }) });
     stops.push(async () => {
       const graceful = worker.close();
       const timedOut = await Promise.race([graceful.then(() => false), sleep(config.shutdownTimeout).then(() => true)]);

@@ -114,6 +114,10 @@ export const configSchema = z.strictObject({
       /** Delays after the 1st, 2nd, … failed attempt; the last repeats. */
       retrySchedule: z.array(duration).min(1).prefault([300, 600, 1200, 2400, 3600]),
       maxLifetime: duration.prefault('5d'),
+      /** Age after which a recipient still deferred gets its one `delayed` report, if it asked (NOTIFY=DELAY). 0 = never. */
+      delayWarning: duration.prefault('4h'),
+      /** Largest original returned whole in a failure report under RET=FULL (Postfix's bounce_size_limit is 50 KB). */
+      returnLimit: size.prefault('10MB'),
       concurrency: z.number().int().positive().default(50),
       /** How long records of finished messages stay readable by `queue show`. */
       keepFinished: duration.prefault('1d'),

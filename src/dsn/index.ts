@@ -13,4 +13,5 @@ export {
   type DelayTracked,
   type NotifyOptions,
 } from './notify.ts';
+export { queueOwedReports, type ReportContext } from './enqueue.ts';
 export { renderReport, statusCode, rfc5322Date, type ReportInput, type RenderedReport } from './report.ts';

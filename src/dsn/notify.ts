@@ -29,7 +29,7 @@ export interface ReportItem {
  * The flag belongs in `model/recipient.ts` as `delayWarned?: boolean`; until it is
  * there, this module reads and writes it through this widened type.
  */
-export type DelayTracked = RecipientState & { readonly delayWarned?: boolean };
+export type DelayTracked = RecipientState;
 
 export interface NotifyOptions {
   /**

@@ -33,6 +33,14 @@ export interface RecipientState {
   readonly remoteMta?: string;
   /** Whether the DSN request travelled on (the hop advertised DSN), so no report of ours is due. */
   readonly dsnPassedOn?: boolean;
+  /**
+   * A report this recipient is owed and that is not yet queued. Written in the same
+   * Redis write as the outcome that calls for it, cleared once the report is queued,
+   * so a worker killed in between still sends it on the re-run.
+   */
+  readonly reportOwed?: 'failed' | 'delayed' | 'relayed';
+  /** The one `delayed` report for this recipient has been queued. */
+  readonly delayWarned?: boolean;
 }
 
 const FINAL: ReadonlySet<RecipientStatus> = new Set([

@@ -11,6 +11,8 @@ export function keys(prefix: string) {
     bullPrefix: prefix,
     /** Hash per message: `envelope` (JSON), `body` (raw bytes), `r:<n>` (RecipientState JSON). */
     message: (id: string) => `${prefix}:msg:${id}`,
+    /** Set of queue ids on hold: their job is removed until released (Postfix's hold queue). */
+    held: `${prefix}:held`,
   };
 }
 

@@ -102,6 +102,64 @@ export class MessageStore {
     await this.redis.multi().hdel(key, 'body').pexpire(key, Math.max(1, Math.round(keepMs))).exec();
   }
 
+  /** Ids on hold. */
+  async heldIds(): Promise<string[]> {
+    return (await this.redis.smembers(this.k.held)).sort();
+  }
+
+  /**
+   * Operator actions (postsuper/postqueue). Each answers what it did, or why not:
+   * a message being delivered right now cannot be held or deleted until the
+   * attempt ends (its worker holds the job's lock).
+   */
+  async hold(id: QueueId): Promise<'held' | 'already-held' | 'active' | 'missing'> {
+    if (await this.redis.sismember(this.k.held, id)) return 'already-held';
+    const job = await this.queue.getJob(id);
+    if (!job || !(await this.loadMeta(id))) return 'missing';
+    if ((await job.getState()) === 'active') return 'active';
+    await this.redis.sadd(this.k.held, id);
+    try {
+      await job.remove();
+    } catch {
+      // A worker took it between our look and the removal.
+      await this.redis.srem(this.k.held, id);
+      return 'active';
+    }
+    return 'held';
+  }
+
+  async release(id: QueueId): Promise<'released' | 'not-held'> {
+    if (!(await this.redis.sismember(this.k.held, id))) return 'not-held';
+    await this.queue.add('deliver', { id }, { ...DELIVERY_JOB_OPTIONS, jobId: id });
+    await this.redis.srem(this.k.held, id);
+    return 'released';
+  }
+
+  /** Attempt now: a delayed message is moved to the front; a held one is released. */
+  async retryNow(id: QueueId): Promise<'retrying' | 'released' | 'already-due' | 'missing'> {
+    if ((await this.release(id)) === 'released') return 'released';
+    const job = await this.queue.getJob(id);
+    if (!job) return 'missing';
+    if ((await job.getState()) !== 'delayed') return 'already-due';
+    await job.promote();
+    return 'retrying';
+  }
+
+  /** Removes message and job. */
+  async remove(id: QueueId): Promise<'deleted' | 'active' | 'missing'> {
+    const job = await this.queue.getJob(id);
+    if (job && (await job.getState()) === 'active') return 'active';
+    const held = await this.redis.sismember(this.k.held, id);
+    if (!job && !held) return 'missing';
+    try {
+      await job?.remove();
+    } catch {
+      return 'active';
+    }
+    await this.redis.multi().del(this.k.message(id)).srem(this.k.held, id).exec();
+    return 'deleted';
+  }
+
   async close(): Promise<void> {
     await this.queue.close();
   }

@@ -32,6 +32,8 @@ export interface AttemptDeps {
   readonly deliverer: Deliverer;
   readonly resolveMx: MxResolver;
   readonly save: (updates: ReadonlyMap<number, RecipientState>) => Promise<void>;
+  /** Adds what an outcome owes (a DSN) to the new state, so both are saved in one write. */
+  readonly annotate: (before: RecipientState, after: RecipientState) => RecipientState;
   readonly log: Logger;
 }
 
@@ -54,13 +56,13 @@ export async function attemptDelivery(msg: AttemptInput, deps: AttemptDeps): Pro
     const spec = routeFor(r.address, deps.config);
     if (spec.kind === 'hop') routed.push({ index, hop: spec.hop });
     else if (spec.kind === 'none') {
-      unroutable.set(index, afterAttempt(r, status.routingFailed('no next hop configured (set RELAY_SMARTHOST, routes or mx: true)'), { now: now(), dsnPassedOn: false }));
+      unroutable.set(index, deps.annotate(r, afterAttempt(r, status.routingFailed('no next hop configured (set RELAY_SMARTHOST, routes or mx: true)'), { now: now(), dsnPassedOn: false })));
     } else {
       let hop = mxCache.get(spec.domain);
       if (!hop) mxCache.set(spec.domain, (hop = lookupMx(spec.domain, deps.resolveMx)));
       const found = await hop;
       if ('hosts' in found) routed.push({ index, hop: found });
-      else unroutable.set(index, afterAttempt(r, found, { now: now(), dsnPassedOn: false }));
+      else unroutable.set(index, deps.annotate(r, afterAttempt(r, found, { now: now(), dsnPassedOn: false })));
     }
   }
   if (unroutable.size > 0) {
@@ -78,7 +80,8 @@ export async function attemptDelivery(msg: AttemptInput, deps: AttemptDeps): Pro
       for (const i of t.indices) {
         const r = states[i]!;
         const got = result.perRecipient.get(r.address) ?? reply(451, 4, 4, 'no reply recorded for this recipient');
-        updates.set(i, afterAttempt(r, got, { now: at, dsnPassedOn: result.dsnPassedOn, ...(result.remoteMta !== undefined && { remoteMta: result.remoteMta }) }));
+        const next = afterAttempt(r, got, { now: at, dsnPassedOn: result.dsnPassedOn, ...(result.remoteMta !== undefined && { remoteMta: result.remoteMta }) });
+        updates.set(i, deps.annotate(r, next));
       }
       await deps.save(updates);
       for (const [i, s] of updates) states[i] = s;

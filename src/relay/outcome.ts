@@ -31,8 +31,8 @@ export function scheduled(state: RecipientState, nextAttemptAt: string): Recipie
 }
 
 export function expired(state: RecipientState, lifetimeText: string): RecipientState {
-  const last = state.lastReply ? `last error: ${replyText(state.lastReply)}` : 'no attempt succeeded';
-  return { ...withoutRetry(state), status: 'failed', lastReply: reply(451, 4, 7, `message expired after ${lifetimeText} in queue`, last) };
+  const last = state.lastReply ? `last error: ${replyText(state.lastReply)}` : 'no attempt was made';
+  return { ...withoutRetry(state), status: 'failed', lastReply: reply(451, 4, 7, `message expired after ${lifetimeText} in queue; ${last}`) };
 }
 
 function withoutRetry(s: RecipientState): RecipientState {

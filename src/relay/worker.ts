@@ -17,6 +17,7 @@ import { isExpired, retryDelay } from '../queue/schedule.ts';
 import type { DeliveryJobData, MessageStore } from '../queue/store.ts';
 import { attemptDelivery, type Deliverer, type MxResolver } from './attempt.ts';
 import { expired, scheduled } from './outcome.ts';
+import { queueOwedReports, reportsDue } from '../dsn/index.ts';
 
 export interface RelayWorkerOptions {
   readonly config: RelayConfig;
@@ -25,6 +26,8 @@ export interface RelayWorkerOptions {
   readonly deliverer: Deliverer;
   readonly log: Logger;
   readonly resolveMx?: MxResolver;
+  /** Our name, for the reports we send (Reporting-MTA). */
+  readonly hostname: string;
 }
 
 /** A stalled job is re-run however often it stalls (BullMQ's default fails it after one). */
@@ -34,6 +37,8 @@ export function createRelayWorker(opts: RelayWorkerOptions): Worker<DeliveryJobD
   const { config, store, log } = opts;
   const resolveMx: MxResolver = opts.resolveMx ?? ((d) => dns.resolveMx(d));
 
+  const reports = { store, hostname: opts.hostname, maxLifetimeMs: config.queue.maxLifetime, returnLimit: config.queue.returnLimit };
+
   const processor = async (job: Job<DeliveryJobData>, token?: string): Promise<string> => {
     const id = job.data.id;
     const msg = await store.load(id);
@@ -41,34 +46,47 @@ export function createRelayWorker(opts: RelayWorkerOptions): Worker<DeliveryJobD
       log.warn({ queueId: id }, 'job without a stored message: nothing to deliver');
       return 'missing';
     }
-    const save = (updates: ReadonlyMap<number, RecipientState>) => store.saveRecipients(id, updates);
-    let states = msg.recipients.some((r) => !isFinal(r))
-      ? await attemptDelivery(msg, { config, deliverer: opts.deliverer, resolveMx, save, log })
-      : [...msg.recipients];
+    const { envelope } = msg;
+    const save = async (updates: ReadonlyMap<number, RecipientState>) => {
+      await store.saveRecipients(id, updates);
+      for (const [i, r] of updates) states[i] = r;
+    };
+    // A report already owed (by an earlier, crashed run) stays owed.
+    const annotate = (before: RecipientState, after: RecipientState): RecipientState => {
+      if (after.reportOwed) return after;
+      const [due] = reportsDue(envelope, [before], [after], { delayWarningMs: config.queue.delayWarning, now: Date.now() });
+      return due ? { ...after, reportOwed: due.action } : after;
+    };
 
-    const pending = [...states.entries()].filter(([, r]) => !isFinal(r));
-    if (pending.length === 0) {
-      await store.finish(id, config.queue.keepFinished);
-      log.info({ queueId: id, recipients: summarize(states) }, 'message finished');
-      return 'finished';
+    let states = [...msg.recipients];
+    if (states.some((r) => !isFinal(r))) {
+      states = await attemptDelivery(msg, { config, deliverer: opts.deliverer, resolveMx, save: (u) => store.saveRecipients(id, u), annotate, log });
     }
 
     const now = Date.now();
-    if (isExpired(msg.envelope.receivedAt, config.queue.maxLifetime, now)) {
-      const updates = new Map(pending.map(([i, r]) => [i, expired(r, formatDuration(config.queue.maxLifetime))]));
-      await store.saveRecipients(id, updates);
-      states = states.map((r, i) => updates.get(i) ?? r);
-      await store.finish(id, config.queue.keepFinished);
-      log.info({ queueId: id, recipients: summarize(states) }, 'message expired');
-      return 'expired';
+    let pending = [...states.entries()].filter(([, r]) => !isFinal(r));
+    let outcome: 'finished' | 'expired' | 'deferred' = pending.length === 0 ? 'finished' : 'deferred';
+    let delay = 0;
+    if (pending.length > 0 && isExpired(envelope.receivedAt, config.queue.maxLifetime, now)) {
+      await save(new Map(pending.map(([i, r]) => [i, annotate(r, expired(r, formatDuration(config.queue.maxLifetime)))])));
+      pending = [];
+      outcome = 'expired';
+    } else if (pending.length > 0) {
+      const failedAttempts = Math.max(...pending.map(([, r]) => r.attempts));
+      const hint = Math.min(...pending.map(([, r]) => r.lastReply?.tags?.retryAfter ?? Infinity));
+      delay = retryDelay(failedAttempts, config.queue.retrySchedule, Number.isFinite(hint) ? hint : undefined);
+      const at = new Date(now + delay).toISOString();
+      await save(new Map(pending.map(([i, r]) => [i, annotate(r, scheduled(r, at))])));
     }
 
-    const failedAttempts = Math.max(...pending.map(([, r]) => r.attempts));
-    const hint = Math.min(...pending.map(([, r]) => r.lastReply?.tags?.retryAfter ?? Infinity));
-    const delay = retryDelay(failedAttempts, config.queue.retrySchedule, Number.isFinite(hint) ? hint : undefined);
-    const at = new Date(now + delay).toISOString();
-    await store.saveRecipients(id, new Map(pending.map(([i, r]) => [i, scheduled(r, at)])));
-    log.info({ queueId: id, deferred: pending.length, nextAttemptAt: at }, 'message deferred');
+    await save(await queueOwedReports(reports, envelope, msg.body, states));
+
+    if (outcome !== 'deferred') {
+      await store.finish(id, config.queue.keepFinished);
+      log.info({ queueId: id, recipients: summarize(states) }, outcome === 'expired' ? 'message expired' : 'message finished');
+      return outcome;
+    }
+    log.info({ queueId: id, deferred: pending.length, nextAttemptAt: new Date(now + delay).toISOString() }, 'message deferred');
     await job.moveToDelayed(now + delay, token);
     throw new DelayedError();
   };
