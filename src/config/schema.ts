@@ -138,7 +138,23 @@ export const configSchema = z.strictObject({
     .prefault({}),
   shutdownTimeout: duration.prefault(30),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
-  // Keys of the content-negotiation issues, accepted now so configs written for them load.
+  /** Where converters come from (ZoneMTA's core / ./ / module triad); all load through one validator. */
+  converters: z
+    .strictObject({
+      builtin: z.boolean().default(true),
+      dirs: z.array(z.string()).default([]),
+      packages: z.array(z.string()).default([]),
+    })
+    .prefault({}),
+  /** Limits on every conversion: a part that breaks one fails, the process does not. */
+  conversion: z
+    .strictObject({
+      timeout: duration.prefault('30s'),
+      maxPixels: z.number().int().positive().default(100_000_000),
+      maxOutputBytes: size.prefault('50MB'),
+    })
+    .prefault({}),
+  /** CONNEG: capability registry (address or *@domain → RFC 2533 expression), answered to clients and used for decisions. */
   capabilities: z.record(recipientKey, z.string()).default({}),
   policies: z.record(recipientKey, policy).default({}),
 });
