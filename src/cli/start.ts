@@ -56,7 +56,7 @@ export async function runRelay(config: RelayConfig, roles: Roles, log: Logger = 
     const listenerRedis = connectForListener(redisChoice.url);
     listenerRedis.on('error', () => {}); // reported per transaction as 451
     const store = new MessageStore(listenerRedis, config.redis.prefix);
-    const inbound = createInbound({ config, store, log: log.child({ stage: 'inbound' }), hostname });
+    const inbound = createInbound({ config, store, log: log.child({ stage: 'inbound' }), hostname, extensions: config.extensions });
     listening = await inbound.listen();
     log.info({ ...listening, redis: redisChoice.url, prefix: config.redis.prefix }, 'drucof-relay listening');
     // Stop accepting first, so nothing new arrives while deliveries drain.

@@ -58,7 +58,8 @@ const recipientKey = z.string().regex(/^(\*|[^@\s]+)@[^@\s]+$/, 'must be an addr
 
 const policy = z.strictObject({
   acceptAll: z.boolean().optional(),
-  refuse: z.string().optional(),
+  /** A reply given at RCPT, e.g. "550 5.1.1 this recipient no longer exists". */
+  refuse: z.string().regex(/^[45]\d\d[ -]/, 'must start with a 4xx or 5xx reply code, e.g. "550 5.1.1 no such user"').optional(),
   refuseWords: z.array(z.string()).optional(),
   maxSize: size.optional(),
   refuseTypes: z.array(z.string()).optional(),
@@ -138,6 +139,15 @@ export const configSchema = z.strictObject({
     .prefault({}),
   shutdownTimeout: duration.prefault(30),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
+  /** SMTP extensions the relay offers its clients; a switched-off one is not advertised and its parameters are refused. */
+  extensions: z
+    .strictObject({
+      conneg: z.boolean().default(true),
+      drucof: z.boolean().default(true),
+      inlineDsn: z.boolean().default(true),
+      prdr: z.boolean().default(true),
+    })
+    .prefault({}),
   /** Where converters come from (ZoneMTA's core / ./ / module triad); all load through one validator. */
   converters: z
     .strictObject({

@@ -3,19 +3,28 @@
  * rule 6). We subclass smtp-server 3.21.6's SMTPConnection because, as shipped:
  *
  *  1. its EHLO keyword list is a fixed array with no option to add keywords
- *     (go-smtp PR #303 asked for the same hook and was declined), and the next
- *     issue adds CONNEG, DRUCOF, INLINE-DSN and PRDR;
+ *     (go-smtp PR #303 asked for the same hook and was declined); we add
+ *     CONNEG, DRUCOF, INLINE-DSN and PRDR (protocols.md A1), never CHUNKING;
  *  2. it guesses the enhanced status code from the basic code (550 → 5.1.1,
  *     the 250 after DATA → 2.6.0) and prepends the guess to every reply, so a
  *     reply carrying our own code would get a wrong or a second one. Here every
- *     reply we choose is a `Reply` printed by `smtp/reply-format.ts`, verbatim;
+ *     reply we choose is a `Reply` printed by `smtp/reply-format.ts`, verbatim —
+ *     multi-line RCPT replies with CONNEG capability lines (A3) included;
  *  3. it writes only while the socket is fully open, so a client that pipelines
  *     QUIT after the final dot and half-closes (Exim always does) loses the 250
  *     and the 221 whenever onData is asynchronous (any Redis write), and Exim
  *     defers a message we have already queued (libraries.md §1). Here replies
  *     are written while the socket is `writeOnly` too (with the server's
  *     `allowHalfOpen: true`), and the session closes once the client's FIN has
- *     arrived and every command it sent has been answered.
+ *     arrived and every command it sent has been answered;
+ *  4. a RCPT hook can only answer 250 or an error, and on an error the library
+ *     does not add the recipient: INLINE-DSN's `352` (A4) is sent as an "error"
+ *     whose recipient we add to the library's list ourselves (libraries.md §1);
+ *  5. after the data it sends one reply per element of onData's array but
+ *     prints each with its own guessed code; here a `Reply[]` (the 353 sequence
+ *     of INLINE-DSN or PRDR, A4/A4b) goes out verbatim, all of it before the
+ *     library moves on to a pipelined QUIT — also to a client that half-closed
+ *     (point 3).
  *
  * Also ours rather than the library's: MAIL/RCPT parameters parsed from the raw
  * line (smtp/params.ts; smtp-server decodes xtext byte-wise and lets unknown
@@ -26,7 +35,7 @@
  * why smtp-server is pinned to an exact version and why the medium tests
  * (test/medium/inbound-*.test.ts) drive each override over a real socket.
  */
-import type { SMTPServerError, SMTPServerSession } from 'smtp-server';
+import type { SMTPServerAddress, SMTPServerDataResult, SMTPServerError, SMTPServerSession } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { reply, type Reply } from '../model/reply.ts';
 import { parseMailParams, parseRcptParams, type MailParams, type ParamPolicy, type RcptParams } from '../smtp/params.ts';
@@ -46,10 +55,7 @@ export interface ConnectionSettings {
   readonly tls: boolean;
   /** AUTH PLAIN LOGIN is offered; `allowInsecure` lets it run before STARTTLS. */
   readonly auth: false | { readonly allowInsecure: boolean };
-  /**
-   * Extension keywords advertised after the standard ones. The extensions of
-   * the next stages (CONNEG, DRUCOF, INLINE-DSN, PRDR) are added here.
-   */
+  /** Extension keywords advertised after the standard ones (CONNEG, DRUCOF, INLINE-DSN, PRDR: those switched on). */
   readonly extraEhloKeywords: readonly string[];
   /** Which MAIL/RCPT parameters are accepted (those advertised). */
   readonly paramPolicy: ParamPolicy;
@@ -77,8 +83,8 @@ export function replyError(r: Reply): SMTPServerError {
 
 export class RelaySMTPConnection extends SMTPConnection {
   settings!: ConnectionSettings;
-  /** The reply to print, verbatim, for the library's next reply with the same code. */
-  private pendingReply: Reply | undefined;
+  /** The replies to print, verbatim, for the library's next replies with the same codes, in order. */
+  private pendingReplies: Reply[] = [];
   /** Parameters of the MAIL / RCPT command in flight, parsed from the raw line. */
   private pendingMail: MailParams | undefined;
   private pendingRcpt: RcptParams | undefined;
@@ -96,7 +102,7 @@ export class RelaySMTPConnection extends SMTPConnection {
 
   /** Writes a Reply now, exactly as reply-format prints it. A 421 closes the session. */
   sendReply(r: Reply): void {
-    this.pendingReply = undefined;
+    this.pendingReplies = [];
     this.writeReply(r.code, formatTextLines(r));
     if (r.code === 421) this.close();
   }
@@ -107,7 +113,7 @@ export class RelaySMTPConnection extends SMTPConnection {
    * reply in between cancels it, so it can never leak onto a later command.
    */
   respondNext(r: Reply): void {
-    this.pendingReply = r;
+    this.pendingReplies = [r];
   }
 
   /** Answers a hook: `r` goes out verbatim; an error reply is also passed as the callback's error. */
@@ -118,17 +124,41 @@ export class RelaySMTPConnection extends SMTPConnection {
   }
 
   /**
+   * Answers RCPT with a 3xx (INLINE-DSN's `352`, A4): the recipient has joined
+   * the transaction, its verdict comes after the data. The library takes any
+   * non-250 answer as a refusal and leaves the recipient out of its list (DATA
+   * would then say 503), so it is added here (libraries.md §1, the 352 caveat).
+   */
+  answerIntermediate(r: Reply, address: SMTPServerAddress, cb: (err?: SMTPServerError | null) => void): void {
+    this.session.envelope.rcptTo.push(address);
+    this.respondNext(r);
+    cb(replyError(r));
+  }
+
+  /**
+   * Answers the data with one reply or a sequence (353, one line per recipient,
+   * the final reply: A4, A4b). The library writes one reply per element of an
+   * array, synchronously, before it resets the transaction and reads the next
+   * (pipelined) command; each element comes out as our Reply, verbatim.
+   */
+  answerData(replies: readonly Reply[], cb: (err?: Error | null, message?: string | SMTPServerDataResult[]) => void): void {
+    if (replies.length === 1) return this.answer(replies[0]!, cb);
+    this.pendingReplies = [...replies];
+    cb(null, replies.map(replyError));
+  }
+
+  /**
    * The library's single write site, replaced. Our pending Reply wins; text that
    * already starts with an enhanced code gets no second one; anything else keeps
    * smtp-server's default code. Writes also while the client has half-closed
    * (`writeOnly`): it only stopped sending, it still reads.
    */
   override send(code: number, data?: string | string[] | null, context?: string | false): void {
-    const pending = this.pendingReply;
-    this.pendingReply = undefined;
+    const pending = this.pendingReplies.shift();
     if (pending && pending.code === code) {
       this.writeReply(code, formatTextLines(pending));
     } else {
+      this.pendingReplies = [];
       let lines = Array.isArray(data) ? data.map(String) : data === undefined || data === null || data === '' ? [] : [String(data)];
       if (this.inEhlo && code === 250 && Array.isArray(data)) lines = [lines[0] ?? this.name, ...this.ehloKeywords()];
       const cls = String(Math.floor(code / 100));

@@ -1,22 +1,32 @@
 /**
- * DATA → trace header → durable store (Postfix cleanup + the 250 promise of
- * architecture.md, "Durability rule"). Reads the message as smtp-server hands it
- * over (dot-unstuffed, otherwise byte for byte), refuses it with `552 5.3.4` when
- * it went over the size limit, prepends one RFC 5321 §4.4 `Received:` header and
- * resolves with `250 2.0.0 [QUEUEID id] queued` only after `store.enqueue`
- * resolved; `451 4.3.0 [RETRY-AFTER 60]` when the store is unavailable. Logs one
- * line per transaction.
+ * DATA → verdicts → trace header → durable store (Postfix cleanup + the 250
+ * promise of architecture.md, "Durability rule"). Reads the message as
+ * smtp-server hands it over (dot-unstuffed, otherwise byte for byte), refuses it
+ * with `552 5.3.4` when it went over the size limit, measures what the verdict
+ * sources need (size; with @zone-eu/mailsplit, the media types of all parts and
+ * the decoded text of text/* parts), asks the verdict engine for one verdict per
+ * recipient (verdicts.ts) and lays them out in the transaction's wire form
+ * (data-replies.ts). What is accepted is stored in one `store.enqueue` under one
+ * RFC 5321 §4.4 `Received:` header; the replies (`250 2.0.0 [QUEUEID id] …`, or
+ * the 353 sequence) are resolved only after it resolved; `451 4.3.0 [RETRY-AFTER
+ * 60]` when the store is unavailable. Logs one line per transaction.
  */
-import type { Readable } from 'node:stream';
+import type { Readable, Transform } from 'node:stream';
 import { domainToASCII } from 'node:url';
+import { Splitter, type MimeNode } from '@zone-eu/mailsplit';
+import iconv from 'iconv-lite';
+import { reportsDue } from '../dsn/index.ts';
 import type { ClientIdentity } from '../model/envelope.ts';
+import type { RecipientState } from '../model/recipient.ts';
 import type { Reply } from '../model/reply.ts';
 import { replyText } from '../model/reply.ts';
 import type { Logger } from '../ops/log.ts';
 import { StoreUnavailableError, type MessageStore } from '../queue/store.ts';
 import { newQueueId } from '../queue/queue-id.ts';
 import { status } from '../smtp/status.ts';
+import { planData } from './data-replies.ts';
 import { buildEnvelope, recipientStates, type Transaction } from './session.ts';
+import type { MessageFacts, VerdictEngine } from './verdicts.ts';
 
 export interface ReceiveDeps {
   readonly store: Pick<MessageStore, 'enqueue'>;
@@ -25,6 +35,8 @@ export interface ReceiveDeps {
   readonly hostname: string;
   /** Bytes of message data accepted (0 = no limit). */
   readonly maxMessageSize: number;
+  /** Per-recipient verdicts after the data (no sources: everyone accepts). */
+  readonly verdicts?: VerdictEngine;
 }
 
 export interface ReceiveInput {
@@ -123,12 +135,71 @@ export function receivedHeader(opts: {
   return lines.join('\r\n') + '\r\n';
 }
 
+/** Decodes a part's transfer encoding (base64, quoted-printable, or none) with mailsplit's own decoder. */
+function decodeTransfer(node: MimeNode, raw: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const decoder = node.getDecoder();
+    const chunks: Buffer[] = [];
+    decoder.on('data', (c: Buffer) => chunks.push(c));
+    decoder.once('end', () => resolve(Buffer.concat(chunks)));
+    decoder.once('error', reject);
+    decoder.end(raw);
+  });
+}
+
+/** A text part's bytes as text, in its declared charset (UTF-8 when absent or unknown). */
+function decodeCharset(bytes: Buffer, charset: string | false): string {
+  const cs = charset ? charset.trim() : '';
+  return cs && iconv.encodingExists(cs) ? iconv.decode(bytes, cs) : bytes.toString('utf8');
+}
+
 /**
- * The DATA phase after the 354: read, check size, trace, store. Resolves with
- * the reply to send after the final dot (never rejects for a store failure;
- * rejects only when the message could not be read at all).
+ * The facts the verdict sources judge (verdicts.ts MessageFacts). `parts: false`
+ * measures only the size (nobody has a content rule: no parse). A message
+ * mailsplit cannot split is judged by its raw text with no media types, so a
+ * word rule still sees the words.
  */
-export async function receive(input: ReceiveInput, deps: ReceiveDeps): Promise<Reply> {
+export async function measureMessage(data: Buffer, parts: boolean): Promise<MessageFacts> {
+  if (!parts) return { size: data.length, texts: [], types: [] };
+  const types: string[] = [];
+  const textParts: { node: MimeNode; chunks: Buffer[] }[] = [];
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const splitter = new Splitter();
+      let current: { node: MimeNode; chunks: Buffer[] } | undefined;
+      splitter.on('data', (chunk) => {
+        if (chunk.type === 'node') {
+          // RFC 2045 §5.2: no Content-Type means text/plain.
+          const type = chunk.contentType || 'text/plain';
+          types.push(type);
+          current = type.startsWith('text/') ? { node: chunk, chunks: [] } : undefined;
+          if (current) textParts.push(current);
+        } else if (chunk.type === 'body' && current?.node === chunk.node) {
+          current.chunks.push(chunk.value);
+        }
+      });
+      // Splitter's typings declare only 'data'; it is a Transform with the usual events.
+      const stream = splitter as unknown as Transform;
+      stream.once('end', () => resolve());
+      stream.once('error', reject);
+      stream.end(data);
+    });
+    const texts = await Promise.all(
+      textParts.map(async (p) => decodeCharset(await decodeTransfer(p.node, Buffer.concat(p.chunks)), p.node.charset)),
+    );
+    return { size: data.length, texts, types };
+  } catch {
+    return { size: data.length, texts: [data.toString('utf8')], types: [] };
+  }
+}
+
+/**
+ * The DATA phase after the 354: read, check size, judge, trace, store. Resolves
+ * with the replies to send after the final dot — one, or the 353 sequence —
+ * (never rejects for a store failure; rejects only when the message could not
+ * be read at all).
+ */
+export async function receive(input: ReceiveInput, deps: ReceiveDeps): Promise<Reply[]> {
   const { tx, client } = input;
   const started = Date.now();
   const recipients = recipientStates(tx);
@@ -137,36 +208,66 @@ export async function receive(input: ReceiveInput, deps: ReceiveDeps): Promise<R
     rcpts: recipients.length,
     client: client.address,
     helo: client.helo,
+    ...(tx.mode !== 'plain' && { mode: tx.mode }),
     ...(client.user && { user: client.user }),
   };
   const read = await readMessage(input.stream, deps.maxMessageSize);
   if (read.kind === 'too-big') {
     const r = status.messageTooBig();
     deps.log.info({ ...logBase, size: read.bytes, result: replyText(r) }, 'message refused: too big');
-    return r;
+    return [r];
+  }
+
+  // One verdict per recipient, then the wire form decides what is stored.
+  const facts = recipients.map((r) => ({ address: r.address, drucof: r.drucof }));
+  const engine = deps.verdicts;
+  const verdicts = engine ? engine.afterData(facts, await measureMessage(read.data, engine.needsFacts(facts))) : new Map<string, Reply>();
+  const plan = planData(tx.mode, tx.accepted, verdicts);
+  const refused = [...verdicts.values()].filter((v) => v.code >= 400).map(replyText);
+  const logVerdicts = refused.length > 0 ? { refused } : {};
+  if (plan.store.size === 0) {
+    const replies = plan.replies('');
+    deps.log.info({ ...logBase, ...logVerdicts, size: read.data.length, ms: Date.now() - started, result: replyText(replies[replies.length - 1]!) }, 'message refused by every recipient');
+    return replies;
   }
 
   const id = newQueueId();
   const now = new Date();
+  const stored = recipients.filter((r) => plan.store.has(r.address.toLowerCase()));
+  const queued = stored.filter((r) => plan.store.get(r.address.toLowerCase())?.kind === 'queue');
   const header = receivedHeader({
     client,
     hostname: deps.hostname,
     protocol: protocolName({ esmtp: input.esmtp, secure: input.secure, authenticated: client.user !== undefined, smtpUtf8: tx.params.smtpUtf8 }),
     id,
-    recipients: recipients.map((r) => r.address),
+    recipients: queued.map((r) => r.address),
     smtpUtf8: tx.params.smtpUtf8,
     date: now,
   });
   const body = Buffer.concat([Buffer.from(header, 'utf8'), read.data]);
   const envelope = buildEnvelope(tx, id, client, now, body.length);
-  let r: Reply;
+  // Refused after the data without a per-recipient form: stored already failed, with
+  // the report it is owed (the worker queues it; the old way, issue 4 item 4).
+  const states: RecipientState[] = stored.map((r) => {
+    const as = plan.store.get(r.address.toLowerCase())!;
+    if (as.kind === 'queue') return r;
+    const failed: RecipientState = { ...r, status: 'failed', lastReply: as.reply, lastAttemptAt: now.toISOString() };
+    const [due] = reportsDue(envelope, [], [failed], { delayWarningMs: 0, now: now.getTime() });
+    return due ? { ...failed, reportOwed: due.action } : failed;
+  });
+  let replies: Reply[];
   try {
-    await deps.store.enqueue(envelope, recipients, body);
-    r = status.queued(id);
+    await deps.store.enqueue(envelope, states, body);
+    replies = plan.replies(id);
   } catch (err) {
-    r = err instanceof StoreUnavailableError ? status.storageUnavailable() : status.localError();
+    // Nothing was said per recipient yet: one reply for the whole transaction.
+    replies = [err instanceof StoreUnavailableError ? status.storageUnavailable() : status.localError()];
     deps.log.warn({ queueId: id, err: (err as Error).message }, 'message not stored');
   }
-  deps.log.info({ queueId: id, ...logBase, size: body.length, ms: Date.now() - started, result: replyText(r) }, r.code === 250 ? 'message queued' : 'message refused');
-  return r;
+  const last = replies[replies.length - 1]!;
+  deps.log.info(
+    { queueId: id, ...logBase, ...logVerdicts, size: body.length, ms: Date.now() - started, result: replyText(last) },
+    last.code === 250 ? 'message queued' : 'message refused',
+  );
+  return replies;
 }

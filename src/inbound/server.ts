@@ -1,7 +1,9 @@
 /**
  * Builds the listener (Postfix smtpd): an smtp-server instance whose sessions are
  * RelaySMTPConnections, wired to access control (access.ts), per-transaction
- * state (session.ts) and the DATA → store path (receive.ts). Owns the I/O of the
+ * state (session.ts), per-recipient verdicts (verdicts.ts: 352 at RCPT, the 353
+ * sequence after the data), CONNEG answers (protocols.md A3, from a
+ * CapabilityLookup) and the DATA → store path (receive.ts). Owns the I/O of the
  * inbound stage: reading the TLS files, the listening socket, graceful shutdown.
  */
 import { readFileSync } from 'node:fs';
@@ -11,14 +13,26 @@ import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import type { RelayConfig } from '../config/schema.ts';
-import { reply } from '../model/reply.ts';
+import { registryLookup } from '../capabilities/registry.ts';
+import type { CapabilityLookup } from '../model/capability.ts';
+import { reply, type Reply } from '../model/reply.ts';
 import type { Logger } from '../ops/log.ts';
 import type { MessageStore } from '../queue/store.ts';
+import { connegLines } from '../smtp/conneg.ts';
 import { status } from '../smtp/status.ts';
 import { checkConnect, checkRecipient, compilePolicy } from './access.ts';
 import { connectionOf, RelaySMTPConnection, replyError, type ConnectionSettings } from './connection.ts';
 import { receive } from './receive.ts';
-import { addRecipient, beginTransaction, clientIdentity, currentTransaction, userName } from './session.ts';
+import { addRecipient, beginTransaction, clientIdentity, currentTransaction, noteAccepted, recipientState, userName } from './session.ts';
+import { policySource, VerdictEngine, WAIT_FOR_CONFIRMATION, type VerdictSource } from './verdicts.ts';
+
+/** Which of our extensions are advertised (protocols.md A1); each defaults to on. */
+export interface InboundExtensions {
+  readonly conneg?: boolean;
+  readonly drucof?: boolean;
+  readonly inlineDsn?: boolean;
+  readonly prdr?: boolean;
+}
 
 export interface InboundOptions {
   readonly config: RelayConfig;
@@ -26,6 +40,64 @@ export interface InboundOptions {
   readonly log: Logger;
   /** Our name: banner, EHLO greeting, Received: `by`. */
   readonly hostname: string;
+  /**
+   * Extensions switched on or off (default: all on). Meant to come from the
+   * config key `extensions: { conneg, drucof, inlineDsn, prdr }`.
+   */
+  readonly extensions?: InboundExtensions;
+  /**
+   * Where CONNEG answers come from (A3): the config registry and cached answers
+   * of our own next hops, as the caller wires them. Default: the registry over
+   * `config.capabilities`. A failed or unknown answer is answered as "not known".
+   */
+  readonly capabilities?: CapabilityLookup;
+  /**
+   * More verdict sources after the config `policies` (issue 6: DRUCOF fail-fast);
+   * they decide under INLINE-DSN and PRDR exactly as the policies do.
+   */
+  readonly verdictSources?: readonly VerdictSource[];
+  /** Longest wait for a CONNEG answer before answering "not known" (default 5 s). */
+  readonly capabilityTimeoutMs?: number;
+}
+
+/** EHLO keywords of our extensions, in A1's order. */
+export function extensionKeywords(ext: InboundExtensions = {}): string[] {
+  const on = (v: boolean | undefined) => v !== false;
+  return [
+    ...(on(ext.conneg) ? ['CONNEG'] : []),
+    ...(on(ext.drucof) ? ['DRUCOF'] : []),
+    ...(on(ext.inlineDsn) ? ['INLINE-DSN'] : []),
+    ...(on(ext.prdr) ? ['PRDR'] : []),
+  ];
+}
+
+/** The capability expression for a recipient, or undefined: not known, failed, or too slow. */
+async function capabilityExpression(lookup: CapabilityLookup, address: string, timeoutMs: number, log: Logger): Promise<string | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const answer = await Promise.race([
+      lookup(address),
+      new Promise<undefined>((resolve) => {
+        timer = setTimeout(() => resolve(undefined), timeoutMs);
+      }),
+    ]);
+    return answer?.kind === 'known' ? answer.expression : undefined;
+  } catch (err) {
+    log.debug({ rcpt: address, err: (err as Error).message }, 'capability lookup failed');
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * A positive RCPT reply (250 or 352) carrying CONNEG (A3, RFC 4141 §5 shape): the
+ * first line names the recipient, then the capability lines when known; when not
+ * known, only that first line (an ordinary positive reply).
+ */
+export function connegReply(base: Reply, address: string, expression: string | undefined): Reply {
+  const first = `<${address}> ${base.lines[0] ?? ''}`.trimEnd();
+  return { ...base, lines: expression ? connegLines(first, expression) : [first] };
 }
 
 export interface Inbound {
@@ -78,6 +150,9 @@ export function createInbound(opts: InboundOptions): Inbound {
   const log = opts.log;
   const limits = config.limits;
   const policy = compilePolicy(config.allowNetworks, config.auth !== undefined);
+  const verdicts = new VerdictEngine([policySource(config.policies), ...(opts.verdictSources ?? [])]);
+  const capabilities = opts.capabilities ?? registryLookup(config.capabilities);
+  const capabilityTimeoutMs = opts.capabilityTimeoutMs ?? 5000;
   let draining = false;
 
   const settings: ConnectionSettings = {
@@ -85,8 +160,15 @@ export function createInbound(opts: InboundOptions): Inbound {
     maxConnections: limits.maxConnections,
     tls: config.tls !== undefined,
     auth: config.auth ? { allowInsecure: config.auth.allowInsecure } : false,
-    extraEhloKeywords: [],
-    paramPolicy: { dsn: true, maxSize: limits.maxMessageSize },
+    extraEhloKeywords: extensionKeywords(opts.extensions),
+    paramPolicy: {
+      dsn: true,
+      maxSize: limits.maxMessageSize,
+      conneg: opts.extensions?.conneg !== false,
+      drucof: opts.extensions?.drucof !== false,
+      inlineDsn: opts.extensions?.inlineDsn !== false,
+      prdr: opts.extensions?.prdr !== false,
+    },
     isDraining: () => draining,
   };
   if (config.auth && !config.auth.allowInsecure && !config.tls) {
@@ -142,8 +224,9 @@ export function createInbound(opts: InboundOptions): Inbound {
 
       onMailFrom(address, session, cb) {
         const conn = connectionOf(session);
-        beginTransaction(session, address.address, conn.takeMailParams());
-        conn.answer(status.senderOk(), cb);
+        const tx = beginTransaction(session, address.address, conn.takeMailParams());
+        // Say which per-recipient form this transaction will use (A4b: "ok, PRDR requested").
+        conn.answer(status.senderOk(tx.mode === 'plain' ? undefined : `sender ok, ${tx.mode === 'prdr' ? 'PRDR' : 'INLINE-DSN'} requested`), cb);
       },
 
       onRcptTo(address, session, cb) {
@@ -156,10 +239,30 @@ export function createInbound(opts: InboundOptions): Inbound {
           log.info({ client: session.remoteAddress, rcpt: address.address, result: denied.code }, 'recipient refused: relay denied');
           return conn.answer(denied, cb);
         }
+        // The verdict engine: refused now, or accepted (its verdict after the data
+        // when it depends on the content). A repeat is judged as its first RCPT.
+        const facts = { address: address.address, drucof: recipientState(tx, address.address)?.drucof ?? params.drucof === true };
+        const disposition = verdicts.atRcpt(facts);
+        if (disposition.kind === 'refuse') {
+          log.info({ client: session.remoteAddress, rcpt: address.address, result: disposition.reply.code }, 'recipient refused: policy');
+          return conn.answer(disposition.reply, cb);
+        }
         if (addRecipient(tx, address.address, params, limits.maxRecipients) === 'too-many') {
           return conn.answer(status.tooManyRecipients(), cb);
         }
-        conn.answer(status.recipientOk(), cb);
+        // 352 only to a client that asked for INLINE-DSN (A4); PRDR has none (A4b).
+        const deferred = disposition.dependsOnContent && tx.mode === 'inline-dsn';
+        const base = deferred ? WAIT_FOR_CONFIRMATION() : disposition.reply;
+        const answer = (r: Reply) => {
+          noteAccepted(tx, address.address, deferred);
+          if (deferred) conn.answerIntermediate(r, address, cb);
+          else conn.answer(r, cb);
+        };
+        if (!params.conneg) return answer(base);
+        capabilityExpression(capabilities, address.address, capabilityTimeoutMs, log).then(
+          (expression) => answer(connegReply(base, address.address, expression)),
+          () => answer(connegReply(base, address.address, undefined)),
+        );
       },
 
       onData(stream, session, cb) {
@@ -171,9 +274,9 @@ export function createInbound(opts: InboundOptions): Inbound {
         }
         receive(
           { stream, tx, client: clientIdentity(session), esmtp: session.openingCommand === 'EHLO', secure: session.secure },
-          { store, log, hostname, maxMessageSize: limits.maxMessageSize },
+          { store, log, hostname, maxMessageSize: limits.maxMessageSize, verdicts },
         ).then(
-          (r) => conn.answer(r, cb),
+          (replies) => conn.answerData(replies, cb),
           (err: unknown) => {
             // The client went away mid-message (or the stream failed): nothing stored.
             log.info({ client: session.remoteAddress, err: (err as Error).message }, 'message not received');

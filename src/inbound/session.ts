@@ -12,20 +12,33 @@ import type { SMTPServerEnvelope, SMTPServerSession } from 'smtp-server';
 import type { ClientIdentity, Envelope, QueueId } from '../model/envelope.ts';
 import { newRecipient, type RecipientState } from '../model/recipient.ts';
 import type { MailParams, RcptParams } from '../smtp/params.ts';
+import type { AcceptedRcpt, TransactionMode } from './data-replies.ts';
 
 export interface Transaction {
   /** '' for the null sender `<>`. */
   readonly mailFrom: string;
   readonly params: MailParams;
+  /**
+   * How verdicts after the data are given (protocols.md A4, A4b): `inline-dsn`
+   * when the client sent INLINE-DSN (it wins when a client sends both: it also
+   * carries 352), `prdr` for PRDR, else `plain`.
+   */
+  readonly mode: TransactionMode;
   /** Distinct recipients in RCPT order, keyed by the lower-cased address. */
   readonly recipients: Map<string, RecipientState>;
+  /** Every RCPT answered positively, in order, repeats included: the 353 sequence's lines. */
+  readonly accepted: AcceptedRcpt[];
 }
 
 const transactions = new WeakMap<SMTPServerEnvelope, Transaction>();
 
+export function transactionMode(params: MailParams): TransactionMode {
+  return params.inlineDsn ? 'inline-dsn' : params.prdr ? 'prdr' : 'plain';
+}
+
 /** Starts the transaction of this envelope (at an accepted MAIL). */
 export function beginTransaction(session: SMTPServerSession, mailFrom: string, params: MailParams): Transaction {
-  const tx: Transaction = { mailFrom, params, recipients: new Map() };
+  const tx: Transaction = { mailFrom, params, mode: transactionMode(params), recipients: new Map(), accepted: [] };
   transactions.set(session.envelope, tx);
   return tx;
 }
@@ -47,13 +60,30 @@ export function addRecipient(tx: Transaction, address: string, params: RcptParam
   const key = address.toLowerCase();
   if (tx.recipients.has(key)) return 'duplicate';
   if (tx.recipients.size >= maxRecipients) return 'too-many';
-  tx.recipients.set(key, newRecipient(address, { ...(params.notify && { notify: params.notify }), ...(params.orcpt && { orcpt: params.orcpt }) }));
+  tx.recipients.set(
+    key,
+    newRecipient(address, {
+      ...(params.notify && { notify: params.notify }),
+      ...(params.orcpt && { orcpt: params.orcpt }),
+      ...(params.drucof && { drucof: true }),
+    }),
+  );
   return 'added';
+}
+
+/** Records a RCPT answered positively (250, or 352 when `deferred`). */
+export function noteAccepted(tx: Transaction, address: string, deferred: boolean): void {
+  tx.accepted.push({ key: address.toLowerCase(), address, deferred });
 }
 
 /** Whether the recipient would be a repeat in this transaction. */
 export function hasRecipient(tx: Transaction, address: string): boolean {
   return tx.recipients.has(address.toLowerCase());
+}
+
+/** The recipient's state (its first RCPT's parameters), if it is in the transaction. */
+export function recipientState(tx: Transaction, address: string): RecipientState | undefined {
+  return tx.recipients.get(address.toLowerCase());
 }
 
 /** Who the client is, as the Received: header and the envelope record it. */

@@ -1,10 +1,13 @@
 /**
  * MAIL and RCPT parameters (RFC 5321 §4.1.2 esmtp-param, RFC 3461 DSN, RFC 1870
- * SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8), parsed from the raw command line.
- * We parse the raw text ourselves because smtp-server decodes xtext before a hook
- * sees it (byte-wise, as latin1) and neither checks xtext syntax nor lengths.
- * Pure: returns parsed values or the exact Reply to send (501 syntax, 555 unknown,
- * 552 size).
+ * SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8, and protocols.md A1/A2: MAIL
+ * `INLINE-DSN` and `PRDR`, RCPT `DRUCOF` and `CONNEG` / `CONNEG=OPTIONAL`),
+ * parsed from the raw command line. We parse the raw text ourselves because
+ * smtp-server decodes xtext before a hook sees it (byte-wise, as latin1) and
+ * neither checks xtext syntax nor lengths.
+ * Pure: returns parsed values or the exact Reply to send (501 syntax, 552 size,
+ * 504 for CONNEG/CONPERM when not advertised (RFC 4141 asks for 504), 555 for
+ * any other parameter of an extension not advertised or not known).
  */
 import type { Reply } from '../model/reply.ts';
 import { status } from './status.ts';
@@ -24,6 +27,10 @@ export interface MailParams {
   readonly smtpUtf8: boolean;
   readonly ret?: 'FULL' | 'HDRS';
   readonly envid?: Xtext;
+  /** `INLINE-DSN` (A4): the client takes 352 at RCPT and the 353 sequence. Present only when given. */
+  readonly inlineDsn?: true;
+  /** `PRDR` (A4b): the client takes the 353 sequence. Present only when given. */
+  readonly prdr?: true;
 }
 
 export interface Orcpt {
@@ -34,12 +41,26 @@ export interface Orcpt {
 export interface RcptParams {
   readonly notify?: Notify;
   readonly orcpt?: Orcpt;
+  /** `DRUCOF` (A2): deliver recipient-usable content or fail. Present only when given. */
+  readonly drucof?: true;
+  /**
+   * `CONNEG` (RFC 4141) or `CONNEG=OPTIONAL` (the outline): return this
+   * recipient's capabilities if known (A3). Both forms mean the same. Present only when given.
+   */
+  readonly conneg?: true;
 }
 
-/** Which optional extensions' parameters are accepted (those advertised in EHLO). */
+/**
+ * Which optional extensions' parameters are accepted: exactly those advertised
+ * in EHLO. An extension left out (or false) is "not advertised".
+ */
 export interface ParamPolicy {
   readonly dsn: boolean;
   readonly maxSize?: number;
+  readonly conneg?: boolean;
+  readonly drucof?: boolean;
+  readonly inlineDsn?: boolean;
+  readonly prdr?: boolean;
 }
 
 export type Parsed<T> = { readonly ok: true; readonly params: T } | { readonly ok: false; readonly reply: Reply };
@@ -121,6 +142,8 @@ export function parseMailParams(commandLine: string, policy: ParamPolicy): Parse
   let smtpUtf8 = false;
   let ret: MailParams['ret'];
   let envid: Xtext | undefined;
+  let inlineDsn: true | undefined;
+  let prdr: true | undefined;
   for (const { key, value } of split) {
     switch (key) {
       case 'SIZE':
@@ -154,13 +177,36 @@ export function parseMailParams(commandLine: string, policy: ParamPolicy): Parse
         envid = { xtext: value, value: decoded };
         break;
       }
+      case 'INLINE-DSN':
+        if (!policy.inlineDsn) return fail(status.unknownParameter('INLINE-DSN parameter not supported'));
+        if (value !== true) return fail(status.badSyntax('INLINE-DSN takes no value'));
+        inlineDsn = true;
+        break;
+      case 'PRDR':
+        if (!policy.prdr) return fail(status.unknownParameter('PRDR parameter not supported'));
+        if (value !== true) return fail(status.badSyntax('PRDR takes no value'));
+        prdr = true;
+        break;
+      // RFC 4141: CONPERM (MAIL) is never advertised (A1), and CONNEG is a RCPT
+      // parameter; both get the 504 RFC 4141 asks for.
+      case 'CONPERM':
+      case 'CONNEG':
+        return fail(status.parameterNotImplemented(`${key} parameter not implemented`));
       default:
         return fail(status.unknownParameter(`unsupported MAIL parameter ${key}`));
     }
   }
   return {
     ok: true,
-    params: { smtpUtf8, ...(size !== undefined && { size }), ...(body && { body }), ...(ret && { ret }), ...(envid && { envid }) },
+    params: {
+      smtpUtf8,
+      ...(size !== undefined && { size }),
+      ...(body && { body }),
+      ...(ret && { ret }),
+      ...(envid && { envid }),
+      ...(inlineDsn && { inlineDsn }),
+      ...(prdr && { prdr }),
+    },
   };
 }
 
@@ -169,6 +215,8 @@ export function parseRcptParams(commandLine: string, policy: ParamPolicy): Parse
   if (!Array.isArray(split)) return { ok: false, reply: split };
   let notify: Notify | undefined;
   let orcpt: Orcpt | undefined;
+  let drucof: true | undefined;
+  let conneg: true | undefined;
   for (const { key, value } of split) {
     switch (key) {
       case 'NOTIFY': {
@@ -202,11 +250,28 @@ export function parseRcptParams(commandLine: string, policy: ParamPolicy): Parse
         orcpt = { addrType, address: { xtext, value: decoded } };
         break;
       }
+      case 'DRUCOF':
+        if (!policy.drucof) return fail(status.unknownParameter('DRUCOF parameter not supported'));
+        if (value !== true) return fail(status.badSyntax('DRUCOF takes no value'));
+        drucof = true;
+        break;
+      case 'CONNEG':
+        // RFC 4141 §5: a server that does not do CONNEG answers 504 (A1).
+        if (!policy.conneg) return fail(status.parameterNotImplemented('CONNEG parameter not implemented'));
+        // Bare (RFC 4141) or =OPTIONAL (the outline's form, A2); the same request.
+        if (value !== true && value.toUpperCase() !== 'OPTIONAL') return fail(status.badSyntax('CONNEG takes no value or OPTIONAL'));
+        conneg = true;
+        break;
+      case 'CONPERM': // RFC 4141's MAIL parameter, never advertised (A1)
+        return fail(status.parameterNotImplemented('CONPERM parameter not implemented'));
       default:
         return fail(status.unknownParameter(`unsupported RCPT parameter ${key}`));
     }
   }
-  return { ok: true, params: { ...(notify && { notify }), ...(orcpt && { orcpt }) } };
+  return {
+    ok: true,
+    params: { ...(notify && { notify }), ...(orcpt && { orcpt }), ...(drucof && { drucof }), ...(conneg && { conneg }) },
+  };
 }
 
 function fail(reply: Reply): { ok: false; reply: Reply } {

@@ -120,6 +120,50 @@ describe('half-close after a pipelined QUIT (Exim)', () => {
   });
 });
 
+describe('half-close after the dot with a per-recipient sequence (PRDR / INLINE-DSN, A4b)', () => {
+  const policies = {
+    'a@b.test': { acceptAll: true },
+    'fighter@b.test': { refuseWords: ['fight'] },
+    '*@b.test': { maxSize: 1_000_000 },
+  };
+
+  it.each([
+    ['PRDR', [250, 250, 250, 250], ['353 PRDR content analysis beginning', '250 2.1.5 <a@b.test> accepts the content', '550 5.6.0 <fighter@b.test> refuses the content', '250 2.1.5 <c@b.test> accepts the content']],
+    ['INLINE-DSN', [250, 250, 352, 352], ['353 data looks okay but wait for confirmation', '550 5.6.0 <fighter@b.test> refuses the content', '250 2.1.5 <c@b.test> accepts the content']],
+  ] as const)('%s: the whole sequence, the final reply and 221 go out when the store takes 700 ms', async (param, rcptCodes, lines) => {
+    store.delayMs = 700;
+    const d = await Dialog.connect(await start({ policies }));
+    await d.hello('exim.test');
+    d.write(`MAIL FROM:<s@a.test> ${param}\r\nRCPT TO:<a@b.test>\r\nRCPT TO:<fighter@b.test>\r\nRCPT TO:<c@b.test>\r\nDATA\r\n`);
+    const before = [];
+    for (let i = 0; i < 4; i++) before.push((await d.read()).code);
+    expect(before).toEqual(rcptCodes);
+    await d.expect(354);
+    d.write('Subject: exim\r\n\r\nwe fight\r\n.\r\nQUIT\r\n');
+    d.end();
+    const got: string[] = [];
+    for (let i = 0; i < lines.length; i++) got.push((await d.read(10_000)).text);
+    expect(got).toEqual(lines);
+    const final = await d.expect(250, '2.0.0', 10_000);
+    await d.expect(221);
+    await d.closed();
+    const m = await store.load(final.reply!.tags!.queueId!);
+    expect(m?.recipients.map((r) => r.address)).toEqual(['a@b.test', 'c@b.test']);
+  });
+
+  it('PRDR: also when everything, EHLO to QUIT, arrives in one write followed by FIN', async () => {
+    store.delayMs = 300;
+    const d = await Dialog.connect(await start({ policies }));
+    await d.expect(220);
+    d.write('EHLO exim.test\r\nMAIL FROM:<s@a.test> PRDR\r\nRCPT TO:<fighter@b.test>\r\nRCPT TO:<c@b.test>\r\nDATA\r\nSubject: all\r\n\r\nfight\r\n.\r\nQUIT\r\n');
+    d.end();
+    await d.closed();
+    expect(d.transcript).toMatch(
+      /\r\n354 [^\r]*\r\n353 PRDR content analysis beginning\r\n550 5\.6\.0 <fighter@b\.test> refuses the content\r\n250 2\.1\.5 <c@b\.test> accepts the content\r\n250 2\.0\.0 \[QUEUEID [0-9A-Z]+\] accepted for some recipients\r\n221 [^\r]*\r\n$/,
+    );
+  });
+});
+
 describe('half-close inside STARTTLS', () => {
   const dir = mkdtempSync(join(tmpdir(), 'inbound-halfclose-'));
   const key = join(dir, 'key.pem');

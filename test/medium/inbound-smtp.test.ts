@@ -61,14 +61,14 @@ afterAll(async () => {
 });
 
 describe('EHLO and the replies smtp-server makes', () => {
-  it('advertises PIPELINING 8BITMIME SMTPUTF8 DSN ENHANCEDSTATUSCODES SIZE, and no STARTTLS/AUTH when not configured', async () => {
+  it('advertises PIPELINING 8BITMIME SMTPUTF8 DSN ENHANCEDSTATUSCODES SIZE and our extensions, and no STARTTLS/AUTH when not configured', async () => {
     const d = await connect(await start({ limits: { maxMessageSize: 12345 } }));
     const greeting = await d.expect(220);
     expect(greeting.text).toMatch(/^220 relay\.test ESMTP/);
     d.send('EHLO client.test');
     const ehlo = await d.expect(250);
     const keywords = ehlo.raw.slice(1).map((l) => l.slice(4));
-    expect(keywords).toEqual(['PIPELINING', '8BITMIME', 'SMTPUTF8', 'DSN', 'ENHANCEDSTATUSCODES', 'SIZE 12345']);
+    expect(keywords).toEqual(['PIPELINING', '8BITMIME', 'SMTPUTF8', 'DSN', 'ENHANCEDSTATUSCODES', 'SIZE 12345', 'CONNEG', 'DRUCOF', 'INLINE-DSN', 'PRDR']);
     expect(ehlo.raw[0]).toMatch(/^250-relay\.test /);
   });
 
