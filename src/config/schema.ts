@@ -58,8 +58,8 @@ const recipientKey = z.string().regex(/^(\*|[^@\s]+)@[^@\s]+$/, 'must be an addr
 
 const policy = z.strictObject({
   acceptAll: z.boolean().optional(),
-  /** A reply given at RCPT, e.g. "550 5.1.1 this recipient no longer exists". */
-  refuse: z.string().regex(/^[45]\d\d[ -]/, 'must start with a 4xx or 5xx reply code, e.g. "550 5.1.1 no such user"').optional(),
+  /** The reply given at RCPT, e.g. "550 5.1.1 this recipient no longer exists"; a text without a code is sent as 550 5.7.1. */
+  refuse: z.string().min(1).optional(),
   refuseWords: z.array(z.string()).optional(),
   maxSize: size.optional(),
   refuseTypes: z.array(z.string()).optional(),
