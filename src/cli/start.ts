@@ -13,6 +13,9 @@ import { OutboundPool } from '../outbound/index.ts';
 import { connectForListener, connectForWorker } from '../queue/redis.ts';
 import { MessageStore } from '../queue/store.ts';
 import { createRelayWorker } from '../relay/worker.ts';
+import { CapabilityCache } from '../capabilities/cache.ts';
+import { capabilityRegistry } from '../capabilities/registry.ts';
+import type { CapabilityLookup } from '../model/capability.ts';
 
 export interface Roles {
   readonly listen: boolean;
@@ -37,7 +40,8 @@ export async function runRelay(config: RelayConfig, roles: Roles, log: Logger = 
   if (roles.work) {
     const workerRedis = connectForWorker(redisChoice.url);
     const store = new MessageStore(workerRedis, config.redis.prefix);
-    const pool = new OutboundPool({ hostname, ...config.delivery, log: log.child({ stage: 'outbound' }) });
+    const cache = new CapabilityCache(workerRedis, { prefix: config.redis.prefix, onError: (err, op) => log.warn({ err, op }, 'capability cache unavailable') });
+    const pool = new OutboundPool({ hostname, ...config.delivery, cache, log: log.child({ stage: 'outbound' }) });
     const worker = createRelayWorker({ config, store, connection: workerRedis, deliverer: pool, hostname, log: log.child({ stage: 'relay' }) });
     stops.push(async () => {
       const graceful = worker.close();
@@ -56,7 +60,8 @@ export async function runRelay(config: RelayConfig, roles: Roles, log: Logger = 
     const listenerRedis = connectForListener(redisChoice.url);
     listenerRedis.on('error', () => {}); // reported per transaction as 451
     const store = new MessageStore(listenerRedis, config.redis.prefix);
-    const inbound = createInbound({ config, store, log: log.child({ stage: 'inbound' }), hostname, extensions: config.extensions });
+    const capabilities = answerConneg(config.capabilities, new CapabilityCache(listenerRedis, { prefix: config.redis.prefix }));
+    const inbound = createInbound({ config, store, log: log.child({ stage: 'inbound' }), hostname, extensions: config.extensions, capabilities });
     listening = await inbound.listen();
     log.info({ ...listening, redis: redisChoice.url, prefix: config.redis.prefix }, 'drucof-relay listening');
     // Stop accepting first, so nothing new arrives while deliveries drain.
@@ -87,6 +92,17 @@ export async function runUntilSignalled(config: RelayConfig, roles: Roles): Prom
   };
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
+}
+
+/** What the relay answers to CONNEG: its own registry, else what a next hop told it (cached). */
+function answerConneg(registry: Readonly<Record<string, string>>, cache: CapabilityCache): CapabilityLookup {
+  const own = capabilityRegistry(registry);
+  return async (recipient) => {
+    const known = own(recipient);
+    if (known.kind === 'known') return known;
+    const cached = await cache.get(recipient);
+    return cached?.kind === 'known' ? { ...cached, source: 'cache' } : { kind: 'unknown' };
+  };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -2,6 +2,7 @@
  * NextHop and DeliveryResult — where a group of recipients goes and what one
  * SMTP transaction to it returned, per recipient (maddy's StatusCollector, as a value).
  */
+import type { CapabilityAnswer } from './capability.ts';
 import type { Reply } from './reply.ts';
 
 export interface NextHop {
@@ -21,4 +22,10 @@ export interface DeliveryResult {
   readonly perRecipient: ReadonlyMap<string, Reply>;
   /** Whether DSN parameters were passed on (hop advertised DSN). */
   readonly dsnPassedOn: boolean;
+  /** CONNEG answers read during this transaction, per recipient. */
+  readonly capabilities?: ReadonlyMap<string, CapabilityAnswer>;
+  /** Recipients whose RCPT carried DRUCOF. */
+  readonly drucofPassedOn?: ReadonlySet<string>;
+  /** Which per-recipient verdict form the hop gave after DATA, if any. */
+  readonly verdicts?: 'INLINE-DSN' | 'PRDR';
 }

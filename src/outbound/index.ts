@@ -1,8 +1,12 @@
 /**
  * The outbound stage (Postfix smtp(8)): one SMTP transaction for a group of
- * recipients sharing a next hop → a Reply for every recipient. The relay worker
- * calls `new OutboundPool(opts).deliver(req)` and `close()` at shutdown; nothing
+ * recipients sharing a next hop → a Reply for every recipient (per-recipient
+ * verdicts read from INLINE-DSN or PRDR hops, protocols.md A4/A4b), plus the
+ * hop knowledge the DRUCOF decision needs: EHLO keywords and CONNEG answers
+ * (A3). The relay worker calls `new OutboundPool(opts)`, `hopKeywords(hop)`,
+ * `probe(hop, recipients)`, `deliver(req)` and `close()` at shutdown; nothing
  * else of this folder is public.
  */
-export { OutboundPool, type OutboundOptions } from './pool.ts';
-export type { DeliveryRequest } from './deliver.ts';
+export { OutboundPool, HopUnavailableError, type OutboundOptions, type DeliveryOutcome, type ProbeOptions } from './pool.ts';
+export type { DeliveryRequest, RecipientOptions } from './deliver.ts';
+export type { Verdicts } from './client.ts';

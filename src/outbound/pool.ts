@@ -9,13 +9,22 @@
  * Connecting tries `hop.hosts` in order. STARTTLS is opportunistic: used when
  * offered (certificates checked when `tlsVerify`), and when the upgrade fails the
  * same host is tried again in plaintext (Postfix `smtp_tls_security_level = may`).
+ *
+ * The pool also keeps what the decision logic needs to know of each hop: its
+ * EHLO keywords (`hopKeywords`, refreshed by every connection it opens, kept
+ * with a TTL in memory and in the capability cache), and runs CONNEG probes
+ * (`probe`: MAIL FROM:<>, RCPTs with CONNEG, RSET; protocols.md A3) whose
+ * answers, like those of queries made during a delivery, go to the cache.
  */
+import type { CapabilityCache } from '../capabilities/cache.ts';
+import { CONNEG_PARAM, queryAnswers, queryFailed } from '../capabilities/conneg-client.ts';
+import type { CapabilityAnswer } from '../model/capability.ts';
 import type { DeliveryResult, NextHop } from '../model/delivery.ts';
 import type { Reply } from '../model/reply.ts';
 import type { Logger } from '../ops/log.ts';
 import { status } from '../smtp/status.ts';
-import { RelayClient, type ClientFailure, type TransactionReplies } from './client.ts';
-import { failureReply, remoteMtaName, runTransaction, type DeliveryRequest } from './deliver.ts';
+import { RelayClient, type ClientFailure, type ProbeReplies, type TransactionReplies, type Verdicts } from './client.ts';
+import { failureReply, hopFeatures, queryFailure, remoteMtaName, runTransaction, wireAddress, type DeliveryRequest } from './deliver.ts';
 
 export interface OutboundOptions {
   /** Our EHLO name. */
@@ -29,6 +38,55 @@ export interface OutboundOptions {
   idleReuse: number;
   tlsVerify: boolean;
   log: Logger;
+  /** Where CONNEG answers and EHLO keywords are kept across processes (absent: this process's memory only, keywords only). */
+  cache?: CapabilityCache;
+  /** ms a hop's EHLO keywords are trusted without reconnecting (default: the cache's ehloTtl, else 1 hour). */
+  ehloTtl?: number;
+  /** ms a CONNEG probe may take, from MAIL to the last RCPT reply (default 30 s). */
+  probeTimeout?: number;
+}
+
+/**
+ * What one delivery returned: the model's DeliveryResult plus what the extensions
+ * add (candidates for model/delivery.ts; until then the worker reads them here).
+ */
+export interface DeliveryOutcome extends DeliveryResult {
+  /** Answers to the CONNEG queries the request asked (`perRecipient[r].conneg`), by RecipientState.address. */
+  readonly capabilities?: ReadonlyMap<string, CapabilityAnswer>;
+  /** Recipients whose RCPT carried DRUCOF (asked, and the hop advertises DRUCOF). */
+  readonly drucofPassedOn?: ReadonlySet<string>;
+  /** How per-recipient verdicts were asked after the data, if they were (A4 / A4b). */
+  readonly verdicts?: Verdicts;
+}
+
+export interface ProbeOptions {
+  /** Ask even when the cache has an answer (default false). */
+  readonly fresh?: boolean;
+  /** `srv` when the hop is a capability server found by SRV (A3); default `conneg`. */
+  readonly source?: 'conneg' | 'srv';
+}
+
+/**
+ * No host of the hop gave a session to read its EHLO keywords from; `reply` is the
+ * one a delivery would have given every recipient (451 4.4.1 when unreachable, or
+ * the host's own greeting refusal).
+ */
+export class HopUnavailableError extends Error {
+  constructor(
+    readonly hop: string,
+    readonly reply: Reply,
+  ) {
+    super(`next hop ${hop} unavailable: ${reply.code} ${reply.lines.join(' ')}`);
+    this.name = 'HopUnavailableError';
+  }
+}
+
+const DEFAULT_EHLO_TTL = 3_600_000;
+const DEFAULT_PROBE_TIMEOUT = 30_000;
+
+/** EHLO keywords as the decision logic reads them: upper-case first words. */
+function keywordsOf(client: RelayClient): ReadonlySet<string> {
+  return new Set(hopFeatures(client.ehloLines).keywords);
 }
 
 type HostPort = NextHop['hosts'][number];
@@ -96,6 +154,8 @@ class HopConnections {
   constructor(
     private readonly opts: OutboundOptions,
     private readonly onEmpty: () => void,
+    /** Called with each new connection once its session is ready (EHLO read). */
+    private readonly onOpened: (conn: Conn) => void = () => {},
   ) {}
 
   get empty(): boolean {
@@ -121,16 +181,17 @@ class HopConnections {
         }
         const conn = opened.conn;
         conn.client.on('end', () => this.onConnectionEnd(conn));
+        this.onOpened(conn);
         return { conn, reused: false };
       }
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
   }
 
-  /** After a transaction: RSET and park when the session is still good, else close. */
-  release(conn: Conn, sessionGood: boolean): void {
+  /** After a transaction: RSET (unless nothing was started) and park when the session is still good, else close. */
+  release(conn: Conn, sessionGood: boolean, needsReset = true): void {
     if (!sessionGood || !conn.client.usable) return this.drop(conn);
-    conn.ready = conn.client.resetSession();
+    if (needsReset) conn.ready = conn.client.resetSession();
     conn.idleTimer = setTimeout(() => this.expire(conn), this.opts.idleReuse);
     conn.idleTimer.unref();
     this.idle.push(conn);
@@ -186,28 +247,60 @@ class HopConnections {
 }
 
 /** A reused connection that failed before any RCPT reply: nothing was delivered, try a fresh one. */
-function lostBeforeAnyReply(replies: TransactionReplies | undefined): boolean {
+function lostBeforeAnyReply(replies: TransactionReplies | ProbeReplies | undefined): boolean {
   const f = replies?.failure;
-  if (!f || !replies || replies.rcpt.size > 0) return false;
+  if (!f || !replies || replies.rcpt.size > 0 || ('mail' in replies && replies.mail !== undefined)) return false;
   if (f.response !== undefined) return /^421[ -]/.test(f.response);
   return f.stage === 'session' && (f.code === 'ECONNECTION' || f.code === 'ESOCKET');
 }
 
 export class OutboundPool {
   private readonly hops = new Map<string, HopConnections>();
-  private readonly inflight = new Set<Promise<DeliveryResult>>();
+  private readonly inflight = new Set<Promise<unknown>>();
   private closed = false;
+  /** Hop key → EHLO keywords and when they were read (this process's copy of the cache). */
+  private readonly keywords = new Map<string, { readonly keywords: ReadonlySet<string>; readonly at: number }>();
+  private readonly keywordLookups = new Map<string, Promise<ReadonlySet<string>>>();
+  private readonly ehloTtl: number;
 
-  constructor(private readonly opts: OutboundOptions) {}
+  constructor(private readonly opts: OutboundOptions) {
+    this.ehloTtl = opts.ehloTtl ?? opts.cache?.ehloTtl ?? DEFAULT_EHLO_TTL;
+  }
 
   /** One transaction for the request's recipients. Never rejects for SMTP or network trouble. */
-  deliver(req: DeliveryRequest): Promise<DeliveryResult> {
-    if (this.closed) return Promise.reject(new Error('OutboundPool is closed'));
-    const p = this.attempt(req);
-    this.inflight.add(p);
-    const forget = (): void => void this.inflight.delete(p);
-    p.then(forget, forget);
-    return p;
+  deliver(req: DeliveryRequest): Promise<DeliveryOutcome> {
+    return this.track(() => this.attempt(req));
+  }
+
+  /**
+   * The hop's EHLO keywords (upper-case first words: `CONNEG`, `DRUCOF`, `DSN` …)
+   * for the decision logic: from this process's copy or the cache while younger
+   * than the TTL, else read by connecting (the connection is kept for reuse).
+   * Rejects with HopUnavailableError when no host of the hop can be reached.
+   */
+  hopKeywords(hop: NextHop): Promise<ReadonlySet<string>> {
+    const mine = this.keywords.get(hop.key);
+    if (mine && Date.now() - mine.at < this.ehloTtl) return Promise.resolve(mine.keywords);
+    let lookup = this.keywordLookups.get(hop.key);
+    if (!lookup) {
+      lookup = this.track(() => this.lookupKeywords(hop));
+      this.keywordLookups.set(hop.key, lookup);
+      const done = (): void => void this.keywordLookups.delete(hop.key);
+      lookup.then(done, done);
+    }
+    return lookup;
+  }
+
+  /**
+   * CONNEG probe (A3): asks the hop for each recipient's capabilities with
+   * `MAIL FROM:<>`, `RCPT TO:<r> CONNEG` …, then RSET (the connection is reused),
+   * never DATA. An answer per recipient: known (a parsable expression), or
+   * query-failed with the reason (refused, not known, unparsable, timeout, hop
+   * without CONNEG, unreachable). Cached answers are used unless `fresh`; new ones
+   * are cached (known 1 h, failed 5 min). Never rejects for SMTP or network trouble.
+   */
+  probe(hop: NextHop, recipients: readonly string[], opts: ProbeOptions = {}): Promise<Map<string, CapabilityAnswer>> {
+    return this.track(() => this.runProbe(hop, [...new Set(recipients)], opts));
   }
 
   /** Stops taking deliveries, waits for those in flight, then QUITs the idle connections. */
@@ -217,18 +310,125 @@ export class OutboundPool {
     await Promise.all([...this.hops.values()].map((h) => h.closeIdle()));
   }
 
+  /** Runs `work` unless closed, and lets close() wait for it. */
+  private track<T>(work: () => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(new Error('OutboundPool is closed'));
+    const p = work();
+    this.inflight.add(p);
+    const forget = (): void => void this.inflight.delete(p);
+    p.then(forget, forget);
+    return p;
+  }
+
   private hopConnections(key: string): HopConnections {
     let h = this.hops.get(key);
     if (!h) {
-      const created = new HopConnections(this.opts, () => {
-        if (this.hops.get(key) === created) this.hops.delete(key);
-      });
+      const created = new HopConnections(
+        this.opts,
+        () => {
+          if (this.hops.get(key) === created) this.hops.delete(key);
+        },
+        (conn) => this.rememberKeywords(key, keywordsOf(conn.client)),
+      );
       this.hops.set(key, (h = created));
     }
     return h;
   }
 
-  private async attempt(req: DeliveryRequest): Promise<DeliveryResult> {
+  /** Keeps a hop's keywords as just read from a new connection (here and in the cache). */
+  private rememberKeywords(hopKey: string, keywords: ReadonlySet<string>): void {
+    const at = Date.now();
+    this.keywords.set(hopKey, { keywords, at });
+    if (this.opts.cache) void this.opts.cache.setHopKeywords(hopKey, keywords, at);
+  }
+
+  private async lookupKeywords(hop: NextHop): Promise<ReadonlySet<string>> {
+    const cached = await this.opts.cache?.hopKeywords(hop.key);
+    if (cached && Date.now() - cached.at < this.ehloTtl) {
+      this.keywords.set(hop.key, cached);
+      return cached.keywords;
+    }
+    const h = this.hopConnections(hop.key);
+    const got = await h.acquire(hop);
+    if (!('conn' in got)) throw new HopUnavailableError(hop.key, got.failure);
+    // A reused connection's keywords were read when it was opened (and remembered then).
+    if (got.reused) this.rememberKeywords(hop.key, keywordsOf(got.conn.client));
+    h.release(got.conn, true, false);
+    return this.keywords.get(hop.key)?.keywords ?? keywordsOf(got.conn.client);
+  }
+
+  private async runProbe(hop: NextHop, recipients: string[], opts: ProbeOptions): Promise<Map<string, CapabilityAnswer>> {
+    const source = opts.source ?? 'conneg';
+    const cache = this.opts.cache;
+    const out = new Map<string, CapabilityAnswer>();
+    if (cache && !opts.fresh) {
+      for (const [r, a] of await cache.getMany(recipients)) out.set(r, a.kind === 'known' ? { ...a, source: 'cache' } : a);
+    }
+    const ask = recipients.filter((r) => !out.has(r));
+    if (ask.length === 0) return out;
+    const fresh = await this.askHop(hop, ask, source);
+    for (const [r, a] of fresh.answers) {
+      out.set(r, a);
+      if (cache && fresh.cacheable) await cache.set(r, a);
+    }
+    return out;
+  }
+
+  /** One probe session for `recipients` (none of them cached); answers by the caller's addresses. */
+  private async askHop(
+    hop: NextHop,
+    recipients: readonly string[],
+    source: 'conneg' | 'srv',
+  ): Promise<{ answers: Map<string, CapabilityAnswer>; cacheable: boolean }> {
+    const all = (a: CapabilityAnswer) => new Map(recipients.map((r) => [r, a] as const));
+    const h = this.hopConnections(hop.key);
+    for (let retry = 0; ; retry++) {
+      const got = await h.acquire(hop);
+      if (!('conn' in got)) {
+        // Unreachable is a failed query too (A3), and worth remembering for the failure TTL.
+        return { answers: all(queryFailed(`could not reach the server: ${got.failure.lines.join(' ')}`, source, got.failure)), cacheable: true };
+      }
+      const { conn, reused } = got;
+      const features = hopFeatures(conn.client.ehloLines);
+      if (!features.conneg) {
+        // Not a query at all: nothing to cache (the keywords say it already).
+        h.release(conn, true, false);
+        return { answers: all(queryFailed('the server does not advertise CONNEG', source)), cacheable: false };
+      }
+      const answers = new Map<string, CapabilityAnswer>();
+      const wire = new Map<string, string[]>();
+      for (const r of recipients) {
+        const w = wireAddress(r, features.smtpUtf8, 'recipient');
+        if (typeof w === 'string') wire.set(w, [...(wire.get(w) ?? []), r]);
+        else answers.set(r, queryFailed(`the address cannot be sent to this server: ${w.lines.join(' ')}`, source, w));
+      }
+      const utf8 = features.smtpUtf8 && [...wire.keys()].some((w) => /[^\x00-\x7f]/.test(w));
+      const replies = await conn.client.probe(
+        { mailParams: utf8 ? ['SMTPUTF8'] : [], recipients: [...wire.keys()].map((address) => ({ address, params: [CONNEG_PARAM] })) },
+        this.opts.probeTimeout ?? DEFAULT_PROBE_TIMEOUT,
+      );
+      if (reused && lostBeforeAnyReply(replies) && retry < this.opts.connectionsPerHop) {
+        h.drop(conn);
+        continue;
+      }
+      h.release(conn, replies.failure === undefined);
+      const host = { host: conn.client.opts.host, port: conn.client.opts.port };
+      const f = replies.failure;
+      const byWire = queryAnswers([...wire.keys()], {
+        rcpt: replies.rcpt,
+        ...(replies.mail !== undefined && { mail: replies.mail }),
+        ...(f && { failure: queryFailure(f, host) }),
+      }, source);
+      for (const [w, rs] of wire) for (const r of rs) answers.set(r, byWire.get(w)!);
+      this.opts.log.info(
+        { hop: hop.key, host: `${host.host}:${host.port}`, answers: [...answers].map(([to, a]) => ({ to, kind: a.kind, ...(a.kind === 'query-failed' && { reason: a.reason }) })) },
+        'capability probe',
+      );
+      return { answers, cacheable: true };
+    }
+  }
+
+  private async attempt(req: DeliveryRequest): Promise<DeliveryOutcome> {
     const started = Date.now();
     const key = req.hop.key;
     if (req.recipients.length === 0) return { hop: key, ehlo: [], perRecipient: new Map(), dsnPassedOn: false };
@@ -238,7 +438,16 @@ export class OutboundPool {
       if (!('conn' in got)) {
         const perRecipient = new Map(req.recipients.map((r) => [r.address, got.failure] as const));
         this.logAttempt(req, started, perRecipient, { ...(got.host && { host: got.host }), ...(got.remoteMta && { remoteMta: got.remoteMta }) });
-        return { hop: key, ...(got.remoteMta !== undefined && { remoteMta: got.remoteMta }), ehlo: [], perRecipient, dsnPassedOn: false };
+        const asked = req.recipients.filter((r) => req.perRecipient?.get(r.address)?.conneg);
+        const failed = queryFailed(`could not reach the next hop: ${got.failure.lines.join(' ')}`, 'conneg', got.failure);
+        return {
+          hop: key,
+          ...(got.remoteMta !== undefined && { remoteMta: got.remoteMta }),
+          ehlo: [],
+          perRecipient,
+          dsnPassedOn: false,
+          ...(asked.length > 0 && { capabilities: new Map(asked.map((r) => [r.address, failed] as const)) }),
+        };
       }
       const { conn, reused } = got;
       const outcome = await runTransaction(conn.client, req);
@@ -251,13 +460,26 @@ export class OutboundPool {
       }
       conn.transactions++;
       hop.release(conn, failure === undefined || failure.stage !== 'session');
-      this.logAttempt(req, started, outcome.perRecipient, { host: conn.host, remoteMta: conn.remoteMta, reused, tls: conn.client.secure });
+      if (outcome.capabilities && this.opts.cache) {
+        for (const [r, a] of outcome.capabilities) if (outcome.queried.has(r)) await this.opts.cache.set(r, a);
+      }
+      this.logAttempt(req, started, outcome.perRecipient, {
+        host: conn.host,
+        remoteMta: conn.remoteMta,
+        reused,
+        tls: conn.client.secure,
+        ...(outcome.verdicts && { verdicts: outcome.verdicts }),
+        ...(outcome.replies?.afterData?.malformed !== undefined && { malformed: outcome.replies.afterData.malformed }),
+      });
       return {
         hop: key,
         remoteMta: conn.remoteMta,
         ehlo: outcome.features.keywords,
         perRecipient: outcome.perRecipient,
         dsnPassedOn: outcome.features.dsn,
+        ...(outcome.capabilities && { capabilities: outcome.capabilities }),
+        ...(outcome.drucofPassedOn.size > 0 && { drucofPassedOn: outcome.drucofPassedOn }),
+        ...(outcome.verdicts && { verdicts: outcome.verdicts }),
       };
     }
   }
@@ -267,7 +489,7 @@ export class OutboundPool {
     req: DeliveryRequest,
     started: number,
     perRecipient: ReadonlyMap<string, Reply>,
-    where: { host?: HostPort; remoteMta?: string; reused?: boolean; tls?: boolean },
+    where: { host?: HostPort; remoteMta?: string; reused?: boolean; tls?: boolean; verdicts?: Verdicts; malformed?: string },
   ): void {
     const rcpts = [...perRecipient].map(([to, r]) => ({ to, code: r.code, ...(r.enhanced && { enhanced: r.enhanced }) }));
     const ok = rcpts.every((r) => r.code < 400);
@@ -279,6 +501,8 @@ export class OutboundPool {
         ...(where.remoteMta && { remoteMta: where.remoteMta }),
         ...(where.reused !== undefined && { reused: where.reused }),
         ...(where.tls !== undefined && { tls: where.tls }),
+        ...(where.verdicts && { verdicts: where.verdicts }),
+        ...(where.malformed && { malformedSequence: where.malformed }),
         recipients: rcpts,
         ms: Date.now() - started,
       },

@@ -7,6 +7,16 @@
  * user' }` goes out as `550 5.1.1 no such user` (ENHANCEDSTATUSCODES is not
  * advertised, so smtp-server adds no code of its own); a text with `\n` becomes a
  * multi-line reply. No per-message logging, so it can serve as a benchmark sink.
+ *
+ * The extensions of protocols.md, as a server would speak them: advertises any
+ * subset of CONNEG, DRUCOF, INLINE-DSN and PRDR (their parameters refused when
+ * not advertised: 504 5.5.4 for CONNEG, 555 5.5.4 for the others); answers CONNEG
+ * queries per recipient (RFC 4141 shape with or without enhanced codes, the
+ * `[CONNEG]` tag, not known, a refused parameter, an unparsable expression);
+ * 352 at RCPT under INLINE-DSN; after the data the 353 sequence (INLINE-DSN: the
+ * 352 recipients; PRDR: every accepted one, Exim's form) with per-recipient
+ * verdicts and a final reply — or, for tests of the client, a broken sequence
+ * (short, an extra line, lines out of order, a hang) or any raw list of replies.
  */
 import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -17,6 +27,50 @@ import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp
 export interface ScriptReply {
   readonly code: number;
   readonly text: string;
+}
+
+/** The extensions of protocols.md A1 the peer can advertise. */
+export type Extension = 'CONNEG' | 'DRUCOF' | 'INLINE-DSN' | 'PRDR';
+
+/** RCPT or MAIL parameters as smtp-server parsed them (keys upper-case; a bare keyword is `true`). */
+export type Params = Readonly<Record<string, string | true>>;
+
+/**
+ * The answer to a CONNEG query for one recipient: an expression (printed in
+ * RFC 4141's shape: the RCPT text, then lines beginning with the tag), or a reply
+ * of its own (e.g. `{ code: 504, text: '5.5.4 CONNEG not supported' }` refuses the
+ * parameter). `undefined` from the script: not known (a plain positive reply).
+ */
+export type ConnegScript =
+  | {
+      /** The expression; an array is printed one part per line. */
+      readonly expression: string | readonly string[];
+      /** `CONNEG` (RFC 4141, default) or `[CONNEG]` (the older form). */
+      readonly tag?: 'CONNEG' | '[CONNEG]';
+      /** Put `2.1.5` before every line (default true). */
+      readonly enhanced?: boolean;
+    }
+  | ScriptReply;
+
+/** How to break the automatic 353 sequence (tests of the client's reading). */
+export type SequenceBreak =
+  /** The last per-recipient line is left out. */
+  | 'short'
+  /** The last per-recipient line is sent twice. */
+  | 'extra'
+  /** The first two per-recipient lines are swapped. */
+  | 'swap'
+  /** 353 and every per-recipient line, then nothing (the connection stays open). */
+  | 'hang'
+  /** 353, then nothing. */
+  | 'hang-after-353';
+
+export interface SequenceScript {
+  /** INLINE-DSN: send one reply instead of the sequence when A4 allows it (default false). */
+  readonly collapse?: boolean;
+  /** The final reply (default: INLINE-DSN `250 2.0.0 data accepted`; PRDR by A4b's rule: 250 / 550 / 450). */
+  readonly final?: ScriptReply;
+  readonly break?: SequenceBreak;
 }
 
 export interface NextHopScript {
@@ -32,14 +86,33 @@ export interface NextHopScript {
   starttls?: boolean;
   /** Advertise `SIZE n` (default: not advertised). */
   size?: number;
+  /** Advertise these extensions too, after the stock keywords (default none). */
+  extensions?: readonly Extension[];
   /** Refuse the connection at the greeting with this reply (then close). */
   connect?: () => ScriptReply | undefined;
   /** At MAIL: a 4xx/5xx reply refuses the sender; `'drop'` destroys the connection instead of answering. */
   mail?: (address: string) => ScriptReply | 'drop' | undefined;
-  /** Per recipient: a 4xx/5xx reply refuses it; undefined or 2xx = `250 Accepted`. */
-  rcpt?: (address: string) => ScriptReply | undefined;
-  /** After the data: undefined = `250 OK: message queued`. */
-  data?: (msg: ReceivedMessage) => ScriptReply | undefined;
+  /**
+   * Per recipient: a 4xx/5xx reply refuses it; a 2xx or 352 accepts it with that
+   * reply as given (352: verdict after the data, INLINE-DSN); undefined = `250 Accepted`
+   * (or the CONNEG answer, when the RCPT asked one).
+   */
+  rcpt?: (address: string, params: Params) => ScriptReply | undefined;
+  /** The answer to `RCPT … CONNEG` (any value), asked after `rcpt` accepted; undefined = not known. */
+  conneg?: (address: string) => ConnegScript | undefined;
+  /** `'drop'`: destroy the connection instead of answering this RCPT; `'hang'`: never answer it. */
+  rcptSilence?: (address: string) => 'drop' | 'hang' | undefined;
+  /**
+   * After the data. A reply: that one reply (as always). A list: exactly those replies
+   * in order (a 353 sequence written by hand); `'hang'` in it stops there for good.
+   * undefined: the automatic per-recipient sequence when INLINE-DSN/PRDR is in effect,
+   * else `250 OK: message queued`.
+   */
+  data?: (msg: ReceivedMessage) => ScriptReply | readonly (ScriptReply | 'hang')[] | undefined;
+  /** The per-recipient verdict after the data (automatic sequence); undefined = accepted. */
+  verdict?: (address: string, msg: ReceivedMessage) => ScriptReply | undefined;
+  /** Shape of the automatic sequence. */
+  sequence?: SequenceScript;
   /** Milliseconds to wait before answering DATA (after the dot). */
   delayMs?: number;
 }
@@ -49,10 +122,14 @@ export interface ReceivedMessage {
   readonly mailFrom: string;
   /** The raw MAIL command line, without CRLF. */
   readonly mailLine: string;
-  /** Recipients accepted at RCPT, as smtp-server parsed them (domains as U-labels). */
+  /** Recipients accepted at RCPT (2xx or 352), as smtp-server parsed them (domains as U-labels). */
   readonly rcptTo: string[];
   /** Every raw RCPT command line of the transaction in order, refused ones included. */
   readonly rcptLines: string[];
+  /** The recipients answered 352 at RCPT, in order. */
+  readonly deferred: string[];
+  /** The per-recipient verdicts mode in effect for this transaction (asked on MAIL and advertised). */
+  readonly verdicts?: 'INLINE-DSN' | 'PRDR';
   /** The message exactly as received (dot-unstuffed, terminating `.` removed). */
   readonly body: Buffer;
   /** Whether the session was TLS-protected. */
@@ -63,6 +140,8 @@ export interface NextHopPeer {
   readonly port: number;
   /** Every message that reached the end of DATA (whatever the DATA reply was). */
   readonly messages: ReceivedMessage[];
+  /** Every command line received, in order, from every connection (no message data; empty when `keepMessages` is false). */
+  readonly commands: string[];
   /** TCP connections accepted so far. */
   readonly connections: number;
   /** Messages that reached the end of DATA (also counted when `keepMessages` is false). */
@@ -78,30 +157,85 @@ export interface NextHopOptions {
   keepMessages?: boolean;
 }
 
-interface RawLines {
+/** Raw command lines and extension state of the current transaction, per session. */
+interface Txn {
   mailLine: string;
   rcptLines: string[];
+  deferred: string[];
+  verdicts?: 'INLINE-DSN' | 'PRDR';
 }
 
-/** Raw command lines of the current transaction, per session. */
-const rawLines = new WeakMap<SMTPServerSession, RawLines>();
+const transactions = new WeakMap<SMTPServerSession, Txn>();
+/** The positive RCPT reply decided for the RCPT in progress (printed instead of `250 Accepted`). */
+const positiveRcpt = new WeakMap<SMTPServerSession, ScriptReply>();
+/** A refusal decided for the RCPT in progress (handed to smtp-server's onRcptTo). */
+const refusedRcpt = new WeakMap<SMTPServerSession, ScriptReply>();
+const connectionOf = new WeakMap<SMTPServerSession, RecordingConnection>();
+
+/** The printed form of a CONNEG answer for `address` (RFC 4141 §5 shape). */
+export function connegReply(address: string, c: Exclude<ConnegScript, ScriptReply>): ScriptReply {
+  const enh = c.enhanced ?? true ? '2.1.5 ' : '';
+  const tag = c.tag ?? 'CONNEG';
+  const parts = typeof c.expression === 'string' ? [c.expression] : c.expression;
+  return { code: 250, text: [`${enh}<${address}> recipient ok`, ...parts.map((p) => `${enh}${tag} ${p}`)].join('\n') };
+}
+
+const isReply = (c: ConnegScript): c is ScriptReply => 'code' in c;
 
 /**
- * Records raw MAIL/RCPT lines and prints multi-line script texts as multi-line
- * replies. Greets at once: smtp-server waits 100 ms to catch early talkers, which
- * would dominate a benchmark that opens connections.
+ * Records raw command lines, speaks the extensions, and prints multi-line script
+ * texts as multi-line replies. Greets at once: smtp-server waits 100 ms to catch
+ * early talkers, which would dominate a benchmark that opens connections.
  */
 class RecordingConnection extends SMTPConnection {
+  private get script(): NextHopScript {
+    return (this._server as NextHopServer).script;
+  }
+
+  private get advertised(): ReadonlySet<string> {
+    return new Set(this.script.extensions ?? []);
+  }
+
   override init(): void {
     this._setListeners(() => this.connectionReady());
   }
 
+  override _onCommand(command: Buffer, callback?: () => void): void {
+    const server = this._server as NextHopServer;
+    if (server.keep) server.commands.push(command.toString('utf8'));
+    super._onCommand(command, callback);
+  }
+
+  override handler_EHLO(command: Buffer, callback: () => void): void {
+    const extra = this.script.extensions ?? [];
+    if (extra.length > 0) {
+      const send = this.send;
+      this.send = (code, data, context) => {
+        this.send = send;
+        if (code === 250 && Array.isArray(data)) data = [...data, ...extra];
+        send.call(this, code, data, context);
+      };
+    }
+    super.handler_EHLO(command, callback);
+  }
+
   override handler_MAIL(command: Buffer, callback: () => void): void {
-    rawLines.set(this.session, { mailLine: command.toString('utf8'), rcptLines: [] });
-    const script = (this._server as NextHopServer).script;
+    const txn: Txn = { mailLine: command.toString('utf8'), rcptLines: [], deferred: [] };
+    transactions.set(this.session, txn);
+    connectionOf.set(this.session, this);
+    const parsed = this._parseAddressCommand('mail from', command);
+    const args: Params = (parsed && parsed.args) || {};
+    for (const ext of ['INLINE-DSN', 'PRDR'] as const) {
+      if (args[ext] !== undefined && !this.advertised.has(ext)) {
+        this.send(555, `5.5.4 ${ext} not supported`);
+        return callback();
+      }
+    }
+    if (args['INLINE-DSN'] !== undefined) txn.verdicts = 'INLINE-DSN';
+    else if (args.PRDR !== undefined) txn.verdicts = 'PRDR';
+    const script = this.script;
     if (script.mail) {
-      const address = this._parseAddressCommand('mail from', command);
-      const r = address ? script.mail(address.address) : undefined;
+      const r = parsed ? script.mail(parsed.address) : undefined;
       if (r === 'drop') {
         this._socket.destroy();
         return;
@@ -115,11 +249,50 @@ class RecordingConnection extends SMTPConnection {
   }
 
   override handler_RCPT(command: Buffer, callback: () => void): void {
-    rawLines.get(this.session)?.rcptLines.push(command.toString('utf8'));
+    transactions.get(this.session)?.rcptLines.push(command.toString('utf8'));
+    positiveRcpt.delete(this.session);
+    refusedRcpt.delete(this.session);
+    const parsed = this._parseAddressCommand('rcpt to', command);
+    if (parsed && parsed.address && this.session.envelope.mailFrom) {
+      const args: Params = parsed.args || {};
+      const address = parsed.address;
+      const silence = this.script.rcptSilence?.(address);
+      if (silence === 'drop') return void this._socket.destroy();
+      if (silence === 'hang') return; // never answered (the parser waits for this callback)
+      if ((args.CONNEG !== undefined || args.CONPERM !== undefined) && !this.advertised.has('CONNEG')) {
+        this.send(504, `5.5.4 ${args.CONNEG !== undefined ? 'CONNEG' : 'CONPERM'} not supported`);
+        return callback();
+      }
+      if (args.DRUCOF !== undefined && !this.advertised.has('DRUCOF')) {
+        this.send(555, '5.5.4 DRUCOF not supported');
+        return callback();
+      }
+      const r = this.script.rcpt?.(address, args);
+      if (r && r.code >= 400) refusedRcpt.set(this.session, r);
+      else {
+        let positive = r;
+        if (args.CONNEG !== undefined) {
+          const c = this.script.conneg?.(address);
+          if (c && isReply(c) && c.code >= 400) refusedRcpt.set(this.session, c);
+          else if (c) positive = isReply(c) ? c : connegReply(address, c);
+        }
+        if (positive && !refusedRcpt.has(this.session)) {
+          positiveRcpt.set(this.session, positive);
+          if (positive.code === 352) transactions.get(this.session)?.deferred.push(address);
+        }
+      }
+    }
     super.handler_RCPT(command, callback);
   }
 
   override send(code: number, data?: string | string[] | null, context?: string | false): void {
+    const positive = positiveRcpt.get(this.session);
+    if (positive && code === 250 && context === 'RCPT_TO_OK') {
+      positiveRcpt.delete(this.session);
+      code = positive.code;
+      data = positive.text;
+      context = false;
+    }
     if (typeof data === 'string' && data.includes('\n')) data = data.split(/\r?\n/);
     super.send(code, data, context);
   }
@@ -127,6 +300,9 @@ class RecordingConnection extends SMTPConnection {
 
 class NextHopServer extends SMTPServer {
   script: NextHopScript = {};
+  /** Record commands (off for a benchmark sink, with `keepMessages: false`). */
+  keep = true;
+  readonly commands: string[] = [];
 
   override connect(socket: net.Socket, socketOptions?: SMTPConnectionOptions | null): void {
     const connection = new RecordingConnection(this, socket, socketOptions);
@@ -152,6 +328,54 @@ function hideOptions(s: NextHopScript): Partial<SMTPServerOptions> {
   };
 }
 
+/**
+ * The automatic replies after the data when per-recipient verdicts are in effect
+ * (A4 / A4b), or undefined when one ordinary reply is due.
+ */
+function verdictSequence(script: NextHopScript, msg: ReceivedMessage): (ScriptReply | 'hang')[] | undefined {
+  const seq = script.sequence ?? {};
+  let items: string[];
+  let final: ScriptReply;
+  const verdicts = (addresses: string[], accept: (a: string) => ScriptReply) => addresses.map((a) => script.verdict?.(a, msg) ?? accept(a));
+  let lines: ScriptReply[];
+  if (msg.verdicts === 'INLINE-DSN' && msg.deferred.length > 0) {
+    items = msg.deferred;
+    lines = verdicts(items, (a) => ({ code: 250, text: `2.1.5 <${a}> accepts the content` }));
+    final = seq.final ?? { code: 250, text: '2.0.0 data accepted' };
+    if (seq.collapse && !seq.break) {
+      const acceptedAtRcpt = msg.rcptTo.length > msg.deferred.length;
+      const codes = new Set(lines.map((l) => l.code));
+      if (lines.every((l) => l.code < 300)) return [final];
+      if (!acceptedAtRcpt && codes.size === 1 && new Set(lines.map((l) => l.text.replace(/<[^>]*>\s*/, ''))).size === 1) {
+        return [{ code: lines[0]!.code, text: lines[0]!.text.replace(/<[^>]*>\s*/, '') }];
+      }
+    }
+  } else if (msg.verdicts === 'PRDR' && msg.rcptTo.length >= 2) {
+    items = msg.rcptTo;
+    lines = verdicts(items, (a) => ({ code: 250, text: `PRDR R=<${a}> acceptance` }));
+    const ok = lines.some((l) => l.code < 300);
+    const deferred = lines.some((l) => l.code >= 400 && l.code < 500);
+    final = seq.final ?? (ok ? { code: 250, text: 'OK id=prdr-test' } : deferred ? { code: 450, text: 'all recipients deferred' } : { code: 550, text: 'all recipients refused' });
+  } else {
+    return undefined;
+  }
+  const head: ScriptReply = { code: 353, text: msg.verdicts === 'PRDR' ? 'PRDR content analysis beginning' : 'data looks okay but wait for confirmation' };
+  switch (seq.break) {
+    case 'short':
+      return [head, ...lines.slice(0, -1), final];
+    case 'extra':
+      return [head, ...lines, lines[lines.length - 1]!, final];
+    case 'swap':
+      return [head, ...(lines.length >= 2 ? [lines[1]!, lines[0]!, ...lines.slice(2)] : lines), final];
+    case 'hang':
+      return [head, ...lines, 'hang'];
+    case 'hang-after-353':
+      return [head, 'hang'];
+    default:
+      return [head, ...lines, final];
+  }
+}
+
 export async function startNextHop(initial: NextHopScript = {}, opts: NextHopOptions = {}): Promise<NextHopPeer> {
   let script = initial;
   const keep = opts.keepMessages ?? true;
@@ -173,31 +397,48 @@ export async function startNextHop(initial: NextHopScript = {}, opts: NextHopOpt
       if (refuse) return cb(smtpError(refuse));
       cb();
     },
-    onRcptTo(address, _session, cb) {
-      const r = script.rcpt?.(address.address);
-      if (r && r.code >= 400) return cb(smtpError(r));
+    onRcptTo(_address, session, cb) {
+      const refused = refusedRcpt.get(session);
+      refusedRcpt.delete(session);
+      if (refused) return cb(smtpError(refused));
       cb();
     },
     onData(stream, session, cb) {
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));
       stream.on('end', () => {
-        const lines = rawLines.get(session) ?? { mailLine: '', rcptLines: [] };
+        const txn = transactions.get(session) ?? { mailLine: '', rcptLines: [], deferred: [] };
         const from = session.envelope.mailFrom;
         const msg: ReceivedMessage = {
           mailFrom: from ? from.address : '',
-          mailLine: lines.mailLine,
+          mailLine: txn.mailLine,
           rcptTo: session.envelope.rcptTo.map((r) => r.address),
-          rcptLines: lines.rcptLines,
+          rcptLines: txn.rcptLines,
+          deferred: txn.deferred,
+          ...(txn.verdicts && { verdicts: txn.verdicts }),
           body: Buffer.concat(chunks),
           secure: session.secure,
         };
         received++;
         if (keep) messages.push(msg);
         const answer = (): void => {
-          const r = script.data?.(msg);
-          if (r && r.code >= 400) return cb(smtpError(r));
-          cb(null, r?.text ?? 'OK: message queued');
+          const r = script.data?.(msg) ?? verdictSequence(script, msg);
+          if (r === undefined) return cb(null, 'OK: message queued');
+          if (!Array.isArray(r)) {
+            const one = r as ScriptReply;
+            if (one.code >= 400) return cb(smtpError(one));
+            return cb(null, one.text);
+          }
+          const list = r as readonly (ScriptReply | 'hang')[];
+          const hang = list.indexOf('hang');
+          if (hang >= 0) {
+            // Written by hand, and the DATA callback never called: the session hangs here.
+            const conn = connectionOf.get(session);
+            for (const x of list.slice(0, hang) as ScriptReply[]) conn?.send(x.code, x.text);
+            return;
+          }
+          // smtp-server sends each element of an array as its own reply: an Error with its code, a string as 250.
+          cb(null, (list as ScriptReply[]).map((x) => (x.code === 250 ? x.text : smtpError(x))) as unknown as string);
         };
         if (script.delayMs) void sleep(script.delayMs).then(answer);
         else answer();
@@ -205,6 +446,7 @@ export async function startNextHop(initial: NextHopScript = {}, opts: NextHopOpt
     },
   });
   server.script = script;
+  server.keep = keep;
   server.on('error', () => {}); // client misbehaviour is the test's business, not a crash
 
   await new Promise<void>((resolve, reject) => {
@@ -217,6 +459,7 @@ export async function startNextHop(initial: NextHopScript = {}, opts: NextHopOpt
   return {
     port,
     messages,
+    commands: server.commands,
     get connections() {
       return connections;
     },
