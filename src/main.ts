@@ -7,6 +7,8 @@ import { ConfigError, DEFAULT_CONFIG, loadConfig } from './config/load.ts';
 import { NoRedisError } from './ops/redis-embedded.ts';
 import { runUntilSignalled, type Roles } from './cli/start.ts';
 import { queueAct, queueList, queueShow } from './cli/queue.ts';
+import { runConvert } from './cli/convert.ts';
+import { listConverters } from './cli/converters.ts';
 
 const program = new Command('drucof-relay')
   .description('SMTP smarthost relay: deliver recipient-usable content or fail')
@@ -18,6 +20,20 @@ const configOption = ['-c, --config <file>', 'configuration file', DEFAULT_CONFI
 program.command('start').description('listen for SMTP and deliver queued mail (one process)').option(...configOption).action(run({ listen: true, work: true }));
 program.command('listen').description('only accept mail into the queue').option(...configOption).action(run({ listen: true, work: false }));
 program.command('work').description('only deliver queued mail').option(...configOption).action(run({ listen: false, work: true }));
+
+program
+  .command('convert')
+  .description('convert a message (stdin) for a recipient with capabilities EXPR: plan on stderr, message on stdout')
+  .requiredOption('--caps <expr>', 'the recipient\'s capabilities, an RFC 2533 expression')
+  .option(...configOption)
+  .action(async (opts: { caps: string; config: string }) => {
+    process.exitCode = await runConvert(loadConfig(opts.config), opts.caps, process.stdin, process.stdout, process.stderr);
+  });
+program
+  .command('converters')
+  .description('list the converters loaded (built-in and plug-ins)')
+  .option(...configOption)
+  .action(async (opts: { config: string }) => listConverters(loadConfig(opts.config), process.stdout));
 
 const queue = program.command('queue').description('inspect the queue of a running relay');
 queue

@@ -5,7 +5,7 @@
  * satisfiability (protocols.md A7); `formatFeatures` prints a part's measured
  * values as an expression (RFC 4141 Content-Features / Content-Previous).
  */
-import type { Alternative, FeatureExpr, FeatureSet, PartFeatures } from '../../model/feature-set.ts';
+import type { Alternative, FeatureExpr, FeatureSet, MatchResult, PartFeatures } from '../../model/feature-set.ts';
 import { alternativesOf, matchExpr, showValue, toFeatureValue } from './match.ts';
 import { parseExpression } from './parse.ts';
 
@@ -22,10 +22,20 @@ export function parseFeatureSet(expr: string): { ok: true; features: FeatureSet 
 export function featureSet(expression: string, expr: FeatureExpr): FeatureSet {
   // The planner asks the same questions many times while searching: remember the answers.
   const memo = new Map<string, readonly Alternative[]>();
+  const matched = new Map<string, MatchResult>();
   return {
     expression,
     expr,
-    matches: (part) => matchExpr(expr, part),
+    matches: (part) => {
+      const key = JSON.stringify(part);
+      let r = matched.get(key);
+      if (r === undefined) {
+        r = matchExpr(expr, part);
+        if (matched.size >= MEMO_SIZE) matched.delete(matched.keys().next().value!);
+        matched.set(key, r);
+      }
+      return r;
+    },
     alternatives: (part, free) => {
       const key = JSON.stringify([free, part]);
       let alts = memo.get(key);
