@@ -6,42 +6,16 @@
  * refused parameter with the RCPT sent again, unparsable, timeout, MAIL refused)
  * and during a delivery, and DRUCOF passed on only to a DRUCOF hop.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { CapabilityAnswer } from '../../src/model/capability.ts';
 import type { Envelope } from '../../src/model/envelope.ts';
 import type { NextHop } from '../../src/model/delivery.ts';
 import { newRecipient, type RecipientState } from '../../src/model/recipient.ts';
-import { silentLogger } from '../../src/ops/log.ts';
-import { HopUnavailableError, OutboundPool, type OutboundOptions, type RecipientOptions } from '../../src/outbound/index.ts';
+import { HopUnavailableError, type RecipientOptions } from '../../src/outbound/index.ts';
 import { freePort } from '../helpers/ports.ts';
-import { startNextHop, type NextHopPeer, type NextHopScript } from '../peers/next-hop.ts';
+import { outboundHarness } from '../helpers/outbound.ts';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-async function peer(script?: NextHopScript): Promise<NextHopPeer> {
-  const p = await startNextHop(script);
-  cleanups.push(() => p.close());
-  return p;
-}
-
-function pool(over: Partial<OutboundOptions> = {}): OutboundPool {
-  const p = new OutboundPool({
-    hostname: 'relay.test',
-    connectionsPerHop: 2,
-    connectTimeout: 3000,
-    greetingTimeout: 3000,
-    commandTimeout: 3000,
-    idleReuse: 5000,
-    tlsVerify: false,
-    log: silentLogger,
-    ...over,
-  });
-  cleanups.push(() => p.close());
-  return p;
-}
+const { peer, pool } = outboundHarness();
 
 const hop = (port: number): NextHop => ({ key: `t:${port}`, hosts: [{ host: '127.0.0.1', port }] });
 const envelope: Envelope = {

@@ -5,41 +5,15 @@
  * opportunistic STARTTLS, SMTPUTF8 / A-labels, SIZE, and the log line.
  */
 import { Writable } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Envelope } from '../../src/model/envelope.ts';
 import type { NextHop } from '../../src/model/delivery.ts';
 import { newRecipient, type RecipientState } from '../../src/model/recipient.ts';
-import { createLogger, silentLogger, type Logger } from '../../src/ops/log.ts';
-import { OutboundPool, type OutboundOptions } from '../../src/outbound/index.ts';
+import { createLogger, type Logger } from '../../src/ops/log.ts';
 import { freePort } from '../helpers/ports.ts';
-import { startNextHop, type NextHopPeer, type NextHopScript } from '../peers/next-hop.ts';
+import { outboundHarness } from '../helpers/outbound.ts';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-async function peer(script?: NextHopScript): Promise<NextHopPeer> {
-  const p = await startNextHop(script);
-  cleanups.push(() => p.close());
-  return p;
-}
-
-function pool(over: Partial<OutboundOptions> = {}): OutboundPool {
-  const p = new OutboundPool({
-    hostname: 'relay.test',
-    connectionsPerHop: 4,
-    connectTimeout: 3000,
-    greetingTimeout: 3000,
-    commandTimeout: 3000,
-    idleReuse: 5000,
-    tlsVerify: false,
-    log: silentLogger,
-    ...over,
-  });
-  cleanups.push(() => p.close());
-  return p;
-}
+const { peer, pool } = outboundHarness({ connectionsPerHop: 4 });
 
 const hop = (...ports: number[]): NextHop => ({ key: `test:${ports.join(',')}`, hosts: ports.map((port) => ({ host: '127.0.0.1', port })) });
 

@@ -6,40 +6,15 @@
  * sequences — short, extra line, out of order, hang — where every recipient whose
  * verdict was not read is a temporary failure, never a success.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Envelope } from '../../src/model/envelope.ts';
 import { newRecipient } from '../../src/model/recipient.ts';
 import type { Reply } from '../../src/model/reply.ts';
-import { silentLogger } from '../../src/ops/log.ts';
-import { OutboundPool, type DeliveryOutcome, type OutboundOptions } from '../../src/outbound/index.ts';
-import { startNextHop, type NextHopPeer, type NextHopScript } from '../peers/next-hop.ts';
+import type { DeliveryOutcome, OutboundPool } from '../../src/outbound/index.ts';
+import { outboundHarness } from '../helpers/outbound.ts';
+import type { NextHopScript } from '../peers/next-hop.ts';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-async function peer(script?: NextHopScript): Promise<NextHopPeer> {
-  const p = await startNextHop(script);
-  cleanups.push(() => p.close());
-  return p;
-}
-
-function pool(over: Partial<OutboundOptions> = {}): OutboundPool {
-  const p = new OutboundPool({
-    hostname: 'relay.test',
-    connectionsPerHop: 2,
-    connectTimeout: 3000,
-    greetingTimeout: 3000,
-    commandTimeout: 3000,
-    idleReuse: 5000,
-    tlsVerify: false,
-    log: silentLogger,
-    ...over,
-  });
-  cleanups.push(() => p.close());
-  return p;
-}
+const { peer, pool } = outboundHarness();
 
 const envelope: Envelope = {
   id: 'Q0001',
