@@ -5,6 +5,7 @@
  * are not yet final.
  */
 import type { Notify, Orcpt } from '../smtp/params.ts';
+import type { DecisionBranch } from './decision.ts';
 import type { Reply } from './reply.ts';
 
 export type RecipientStatus =
@@ -41,6 +42,8 @@ export interface RecipientState {
   readonly reportOwed?: 'failed' | 'delayed' | 'relayed';
   /** The one `delayed` report for this recipient has been queued. */
   readonly delayWarned?: boolean;
+  /** For a DRUCOF recipient: the section-4 branch taken at the last attempt (protocols.md A8). */
+  readonly decision?: DecisionBranch;
 }
 
 const FINAL: ReadonlySet<RecipientStatus> = new Set([
