@@ -85,5 +85,8 @@ try {
     process.stderr.write(`drucof-relay: ${err.message}\n`);
     process.exit(2);
   }
-  throw err;
+  // Operational failures (port in use, Redis gone mid-command) get one line; LOG_LEVEL=debug shows the stack.
+  if (process.env.LOG_LEVEL === 'debug') throw err;
+  process.stderr.write(`drucof-relay: ${(err as Error).message}\n`);
+  process.exit(1);
 }

@@ -18,7 +18,11 @@ const LISTED_STATES = ['active', 'waiting', 'delayed', 'prioritized', 'failed'] 
 
 /** The Redis a running relay uses: REDIS_URL, else the shared one on 6379, else its private one. */
 async function findRedis(config: RelayConfig): Promise<string> {
-  if (config.redis.url) return config.redis.url;
+  if (config.redis.url) {
+    const u = new URL(config.redis.url);
+    if (!(await pingRedis(u.hostname, Number(u.port || 6379), 1000, true))) throw new NoRedisError(`no Redis answers at ${config.redis.url}`);
+    return config.redis.url;
+  }
   if (await pingRedis('127.0.0.1', 6379)) return 'redis://127.0.0.1:6379';
   const port = config.redis.embedded.port;
   if (await pingRedis('127.0.0.1', port)) return `redis://127.0.0.1:${port}`;

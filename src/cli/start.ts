@@ -88,6 +88,12 @@ export async function runUntilSignalled(config: RelayConfig, roles: Roles): Prom
   const relay = await runRelay(config, roles, log);
   const onSignal = (signal: string) => {
     log.info({ signal }, 'shutting down');
+    // A shutdown that cannot finish (e.g. Redis unreachable) must still end: whatever
+    // is left is in Redis or was never acknowledged.
+    setTimeout(() => {
+      log.error('shutdown did not finish in time; exiting');
+      process.exit(1);
+    }, config.shutdownTimeout + 10_000).unref();
     void relay.stop().then(() => process.exit(0));
   };
   process.once('SIGTERM', onSignal);

@@ -12,6 +12,14 @@ export const DEFAULT_CONFIG = fileURLToPath(new URL('../../config/relay.yaml', i
 
 export class ConfigError extends Error {}
 
+/** Config keys the public environment variables set, to name them in errors. */
+const ENV_KEYS: readonly [string, string][] = [
+  ['listen', 'RELAY_LISTEN'],
+  ['smarthost', 'RELAY_SMARTHOST'],
+  ['redis.url', 'REDIS_URL'],
+  ['redis.prefix', 'RELAY_QUEUE_PREFIX'],
+];
+
 /** Environment variables that override config keys. */
 function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
   const out: Record<string, unknown> = { ...raw };
@@ -36,8 +44,10 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}, source = 
   const lines = result.error.issues.map((issue) => {
     const unknown = issue.code === 'unrecognized_keys' ? issue.keys : [];
     const base = issue.path.map(String).join('.');
+    const fromEnv = ENV_KEYS.find(([key]) => base === key || base.startsWith(`${key}.`))?.[1];
+    const origin = fromEnv && env[fromEnv] ? ` (from ${fromEnv})` : '';
     if (unknown.length > 0) return unknown.map((k) => `${[base, k].filter(Boolean).join('.')}: unknown key`).join('\n');
-    return `${base || '(top level)'}: ${issue.message}`;
+    return `${base || '(top level)'}${origin}: ${issue.message}`;
   });
   throw new ConfigError(lines.map((l) => `${source}: ${l}`).join('\n'));
 }

@@ -18,8 +18,11 @@ export interface RedisChoice {
 
 export class NoRedisError extends Error {}
 
-/** True when something at host:port answers PING with PONG within `timeoutMs`. */
-export function pingRedis(host: string, port: number, timeoutMs = 500): Promise<boolean> {
+/**
+ * True when something at host:port answers PING with PONG within `timeoutMs`
+ * (with `anyReply`, any Redis reply counts, e.g. NOAUTH from a server with a password).
+ */
+export function pingRedis(host: string, port: number, timeoutMs = 500, anyReply = false): Promise<boolean> {
   return new Promise((done) => {
     const sock = connect({ host, port });
     let buf = '';
@@ -32,7 +35,7 @@ export function pingRedis(host: string, port: number, timeoutMs = 500): Promise<
     sock.on('connect', () => sock.write('PING\r\n'));
     sock.on('data', (d) => {
       buf += d.toString();
-      if (buf.includes('\r\n')) finish(buf.startsWith('+PONG'));
+      if (buf.includes('\r\n')) finish(buf.startsWith('+PONG') || (anyReply && /^[-+]/.test(buf)));
     });
   });
 }

@@ -100,7 +100,15 @@ export function createRelayWorker(opts: RelayWorkerOptions): Worker<DeliveryJobD
     lockDuration: 30_000,
     stalledInterval: 30_000,
   });
-  worker.on('error', (err) => log.error({ err }, 'worker error'));
+  // While Redis is unreachable BullMQ reports every reconnect attempt; one line per 30 s is enough.
+  let lastError = '';
+  let lastErrorAt = 0;
+  worker.on('error', (err) => {
+    if (err.message === lastError && Date.now() - lastErrorAt < 30_000) return;
+    lastError = err.message;
+    lastErrorAt = Date.now();
+    log.error({ err: err.message }, 'worker error (repeats suppressed for 30 s)');
+  });
   worker.on('failed', (job, err) => log.error({ queueId: job?.data.id, err }, 'delivery job crashed; BullMQ will retry it'));
   return worker;
 }
