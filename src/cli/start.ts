@@ -43,6 +43,7 @@ export async function runRelay(config: RelayConfig, roles: Roles, log: Logger = 
     const cache = new CapabilityCache(workerRedis, { prefix: config.redis.prefix, onError: (err, op) => log.warn({ err, op }, 'capability cache unavailable') });
     const pool = new OutboundPool({ hostname, ...config.delivery, cache, log: log.child({ stage: 'outbound' }) });
     const worker = createRelayWorker({ config, store, connection: workerRedis, deliverer: pool, hostname, log: log.child({ stage: 'relay' }) });
+    log.info({ redis: redisChoice.url, prefix: config.redis.prefix, concurrency: config.queue.concurrency }, 'drucof-relay working');
     stops.push(async () => {
       const graceful = worker.close();
       const timedOut = await Promise.race([graceful.then(() => false), sleep(config.shutdownTimeout).then(() => true)]);
