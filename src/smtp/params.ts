@@ -191,7 +191,7 @@ export function parseMailParams(commandLine: string, policy: ParamPolicy): Parse
       // parameter; both get the 504 RFC 4141 asks for.
       case 'CONPERM':
       case 'CONNEG':
-        return fail(status.parameterNotImplemented(`${key} parameter not implemented`));
+        return fail(status.parameterNotImplemented(`${key} parameter not offered here`));
       default:
         return fail(status.unknownParameter(`unsupported MAIL parameter ${key}`));
     }
@@ -257,13 +257,13 @@ export function parseRcptParams(commandLine: string, policy: ParamPolicy): Parse
         break;
       case 'CONNEG':
         // RFC 4141 §5: a server that does not do CONNEG answers 504 (A1).
-        if (!policy.conneg) return fail(status.parameterNotImplemented('CONNEG parameter not implemented'));
+        if (!policy.conneg) return fail(status.parameterNotImplemented('CONNEG parameter not offered here'));
         // Bare (RFC 4141) or =OPTIONAL (the outline's form, A2); the same request.
         if (value !== true && value.toUpperCase() !== 'OPTIONAL') return fail(status.badSyntax('CONNEG takes no value or OPTIONAL'));
         conneg = true;
         break;
       case 'CONPERM': // RFC 4141's MAIL parameter, never advertised (A1)
-        return fail(status.parameterNotImplemented('CONPERM parameter not implemented'));
+        return fail(status.parameterNotImplemented('CONPERM parameter not offered here'));
       default:
         return fail(status.unknownParameter(`unsupported RCPT parameter ${key}`));
     }

@@ -25,7 +25,7 @@ export const status = {
   relayDenied: (code: 550 | 554 = 554, text = 'relay access denied') => reply(code, 7, 1, text),
   badSyntax: (text: string) => reply(501, 5, 4, text),
   unknownParameter: (text: string) => reply(555, 5, 4, text),
-  /** RFC 5321 504 "command parameter not implemented"; RFC 4141 asks for it for CONNEG/CONPERM. */
+  /** RFC 5321 504 (a command parameter the server does not offer); RFC 4141 asks for it for CONNEG/CONPERM. */
   parameterNotImplemented: (text: string) => reply(504, 5, 4, text),
   badSequence: (text: string) => reply(503, 5, 1, text),
   messageTooBig: (text = 'message size exceeds fixed maximum message size') => reply(552, 3, 4, text),
