@@ -21,6 +21,7 @@ import { Redis } from 'ioredis';
 import { runLoad, type MessageOutcome } from './client.ts';
 import { startRedis } from './redis.ts';
 import { children, startRelayChild, type RelayChild } from './relay-child.ts';
+import { seededRandom } from '../test/helpers/random.ts';
 import { startSink } from './sink.ts';
 
 export interface NoLossOptions {
@@ -73,7 +74,7 @@ export async function runNoLoss(o: NoLossOptions = {}): Promise<NoLossResult> {
   const sessions = o.sessions ?? 8;
   const kills = o.kills ?? 3;
   const log = o.log ?? ((l: string) => process.stdout.write(`${l}\n`));
-  const random = mulberry32(o.seed ?? Date.now());
+  const random = seededRandom(o.seed ?? Date.now());
   const prefix = `noloss-${Date.now().toString(36)}-${process.pid}`;
 
   const redis = await startRedis({ appendfsync: 'always' });
@@ -251,17 +252,6 @@ async function queueSize(r: Redis, prefix: string): Promise<number> {
   return wait + active + delayed + prioritized + paused;
 }
 
-/** A small seeded PRNG, so a run's kill moments can be replayed with --seed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

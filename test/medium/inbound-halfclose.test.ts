@@ -5,11 +5,7 @@
  * (every Redis write is) smtp-server as shipped drops the 250 and the 221; this
  * guards the connection subclass's fix. A slowed store makes the race certain.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import tls from 'node:tls';
 import { Redis } from 'ioredis';
@@ -20,6 +16,7 @@ import type { Envelope } from '../../src/model/envelope.ts';
 import type { RecipientState } from '../../src/model/recipient.ts';
 import { silentLogger } from '../../src/ops/log.ts';
 import { MessageStore } from '../../src/queue/store.ts';
+import { selfSignedCert } from '../helpers/tls.ts';
 import { Dialog } from '../helpers/dialog.ts';
 import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
 
@@ -165,18 +162,10 @@ describe('half-close after the dot with a per-recipient sequence (PRDR / INLINE-
 });
 
 describe('half-close inside STARTTLS', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'inbound-halfclose-'));
-  const key = join(dir, 'key.pem');
-  const cert = join(dir, 'cert.pem');
-  let haveOpenssl = true;
-  try {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=relay.test'], { stdio: 'ignore' });
-  } catch {
-    haveOpenssl = false;
-  }
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const certificate = selfSignedCert();
+  const { key, cert } = certificate ?? { key: '', cert: '' };
 
-  it.skipIf(!haveOpenssl)('answers 250 and 221 over TLS to a client that half-closes after the pipelined QUIT', async () => {
+  it.skipIf(!certificate)('answers 250 and 221 over TLS to a client that half-closes after the pipelined QUIT', async () => {
     store.delayMs = 500;
     const d = await Dialog.connect(await start({ tls: { key, cert } }));
     await d.hello('exim.test');

@@ -4,10 +4,6 @@
  * the 250), access control and AUTH, STARTTLS, connection limit and shutdown.
  * Driven by the wire-level Dialog and by nodemailer.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import nodemailer from 'nodemailer';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -16,6 +12,7 @@ import { createInbound, type Inbound } from '../../src/inbound/index.ts';
 import { silentLogger } from '../../src/ops/log.ts';
 import { MessageStore } from '../../src/queue/store.ts';
 import { parseReply } from '../../src/smtp/reply-format.ts';
+import { selfSignedCert } from '../helpers/tls.ts';
 import { Dialog, type WireReply } from '../helpers/dialog.ts';
 import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
 
@@ -350,18 +347,10 @@ describe('access: allowNetworks and AUTH', () => {
 });
 
 describe('STARTTLS and AUTH over TLS', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'inbound-tls-'));
-  const key = join(dir, 'key.pem');
-  const cert = join(dir, 'cert.pem');
-  let haveOpenssl = true;
-  try {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=relay.test'], { stdio: 'ignore' });
-  } catch {
-    haveOpenssl = false;
-  }
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const certificate = selfSignedCert();
+  const { key, cert } = certificate ?? { key: '', cert: '' };
 
-  it.skipIf(!haveOpenssl)('advertises STARTTLS, withholds AUTH before TLS (538 5.7.11), relays after STARTTLS + AUTH', async () => {
+  it.skipIf(!certificate)('advertises STARTTLS, withholds AUTH before TLS (538 5.7.11), relays after STARTTLS + AUTH', async () => {
     const port = await start({ allowNetworks: ['10.9.9.0/24'], tls: { key, cert }, auth: { users: { carol: 'pw' } } });
     const d = await connect(port);
     const ehlo = await d.hello();

@@ -6,19 +6,9 @@
  * failure is reproducible.
  */
 import { describe, expect, it } from 'vitest';
+import { seededRandom } from '../helpers/random.ts';
 import { parseFeatureSet, type PartFeatures } from '../../src/capabilities/feature-set/index.ts';
 
-/** mulberry32: small, seedable. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const ALPHABET = '()&|!=<>[],.;"/ -+0123456789abcxyzTFpix-colrtype\t\n\u00e9\u0000';
 const VALID = [
@@ -56,7 +46,7 @@ function check(expr: string): void {
 
 describe('feature-set fuzz', () => {
   it('random strings over the grammar alphabet: parsed, or rejected with a position', () => {
-    const rand = rng(2533);
+    const rand = seededRandom(2533);
     for (let i = 0; i < 3000; i++) {
       const len = Math.floor(rand() * 40);
       let s = '';
@@ -66,7 +56,7 @@ describe('feature-set fuzz', () => {
   });
 
   it('random mutations of valid expressions (insert, delete, replace, swap, truncate)', () => {
-    const rand = rng(4141);
+    const rand = seededRandom(4141);
     let parsed = 0;
     for (let i = 0; i < 4000; i++) {
       let s = VALID[i % VALID.length]!;
@@ -100,7 +90,7 @@ describe('feature-set fuzz', () => {
   });
 
   it('the error position points at the first character that cannot be read', () => {
-    const rand = rng(7);
+    const rand = seededRandom(7);
     for (let i = 0; i < 500; i++) {
       const valid = VALID[i % VALID.length]!;
       const at = 1 + Math.floor(rand() * (valid.length - 2));
