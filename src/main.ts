@@ -1,5 +1,5 @@
 /**
- * drucof-relay's command line: start (listen + work), listen, work, queue.
+ * drucof-relay's command line: start (listen + work), listen, work, queue, explain.
  * Exits with a one-line error (no stack) on configuration or Redis problems.
  */
 import { Command } from 'commander';
@@ -7,6 +7,7 @@ import { ConfigError, DEFAULT_CONFIG, loadConfig } from './config/load.ts';
 import { NoRedisError } from './ops/redis-embedded.ts';
 import { runUntilSignalled, type Roles } from './cli/start.ts';
 import { queueAct, queueList, queueShow } from './cli/queue.ts';
+import { explain } from './cli/explain.ts';
 import { runConvert } from './cli/convert.ts';
 import { listConverters } from './cli/converters.ts';
 
@@ -76,6 +77,16 @@ queue
   .action(async (id: string, opts: { config: string; bounce?: boolean }) => {
     const config = loadConfig(opts.config);
     if (!(await queueAct(config, 'delete', id, { bounce: opts.bounce ?? false, ...(config.hostname && { hostname: config.hostname }) }))) process.exitCode = 1;
+  });
+
+program
+  .command('explain')
+  .description('explain per recipient the DRUCOF decision: branch, capabilities and their source, plan, conversion, outcome')
+  .argument('<id>', 'queue id')
+  .option(...configOption)
+  .option('--json', 'machine-readable output: the envelope and recipient states as stored')
+  .action(async (id: string, opts: { config: string; json?: boolean }) => {
+    if (!(await explain(loadConfig(opts.config), id, opts.json ?? false))) process.exitCode = 1;
   });
 
 try {

@@ -17,7 +17,7 @@ import { MessageStore, type StoredMessage } from '../queue/store.ts';
 const LISTED_STATES = ['active', 'waiting', 'delayed', 'prioritized', 'failed'] as const;
 
 /** The Redis a running relay uses: REDIS_URL, else the shared one on 6379, else its private one. */
-async function findRedis(config: RelayConfig): Promise<string> {
+export async function findRedis(config: RelayConfig): Promise<string> {
   if (config.redis.url) {
     const u = new URL(config.redis.url);
     if (!(await pingRedis(u.hostname, Number(u.port || 6379), 1000, true))) throw new NoRedisError(`no Redis answers at ${config.redis.url}`);
@@ -29,7 +29,7 @@ async function findRedis(config: RelayConfig): Promise<string> {
   throw new NoRedisError(`no Redis answers on 127.0.0.1:6379 or 127.0.0.1:${port}: is the relay running? (set REDIS_URL if its Redis is elsewhere)`);
 }
 
-async function withStore<T>(config: RelayConfig, fn: (store: MessageStore, queue: Queue) => Promise<T>): Promise<T> {
+export async function withStore<T>(config: RelayConfig, fn: (store: MessageStore, queue: Queue) => Promise<T>): Promise<T> {
   const redis = new Redis(await findRedis(config), { maxRetriesPerRequest: 1 });
   const store = new MessageStore(redis, config.redis.prefix);
   try {

@@ -16,6 +16,12 @@ import { createRelayWorker } from '../relay/worker.ts';
 import { CapabilityCache } from '../capabilities/cache.ts';
 import { capabilityRegistry } from '../capabilities/registry.ts';
 import type { CapabilityLookup } from '../model/capability.ts';
+import { resolveCapabilities } from '../capabilities/resolve.ts';
+import { capabilityServers, type SrvTarget } from '../capabilities/srv.ts';
+import { createDns, type Dns } from '../ops/dns.ts';
+import { createConversionEngine, type ConversionEngine } from '../conversion/index.ts';
+import type { DrucofPorts } from '../relay/drucof.ts';
+import { drucofFailFast } from '../relay/fail-fast.ts';
 
 export interface Roles {
   readonly listen: boolean;
@@ -37,12 +43,17 @@ export async function runRelay(config: RelayConfig, roles: Roles, log: Logger = 
     log.warn('no next hop configured: set RELAY_SMARTHOST, `routes` or `mx: true`; mail will stay deferred');
   }
 
+  // One engine for both halves: the worker converts, the listener plans for fail-fast.
+  const engine = await createConversionEngine(config, log);
+
   if (roles.work) {
     const workerRedis = connectForWorker(redisChoice.url);
     const store = new MessageStore(workerRedis, config.redis.prefix);
     const cache = new CapabilityCache(workerRedis, { prefix: config.redis.prefix, onError: (err, op) => log.warn({ err, op }, 'capability cache unavailable') });
     const pool = new OutboundPool({ hostname, ...config.delivery, cache, log: log.child({ stage: 'outbound' }) });
-    const worker = createRelayWorker({ config, store, connection: workerRedis, deliverer: pool, hostname, log: log.child({ stage: 'relay' }) });
+    const dns = createDns(config.dns);
+    const drucof = drucofPorts(config, { pool, cache, engine, dns }, hostname);
+    const worker = createRelayWorker({ config, store, connection: workerRedis, deliverer: pool, drucof, resolveMx: (d) => dns.resolveMx(d), hostname, log: log.child({ stage: 'relay' }) });
     log.info({ redis: redisChoice.url, prefix: config.redis.prefix, concurrency: config.queue.concurrency }, 'drucof-relay working');
     stops.push(async () => {
       const graceful = worker.close();
@@ -61,8 +72,11 @@ export async function runRelay(config: RelayConfig, roles: Roles, log: Logger = 
     const listenerRedis = connectForListener(redisChoice.url);
     listenerRedis.on('error', () => {}); // reported per transaction as 451
     const store = new MessageStore(listenerRedis, config.redis.prefix);
-    const capabilities = answerConneg(config.capabilities, new CapabilityCache(listenerRedis, { prefix: config.redis.prefix }));
-    const inbound = createInbound({ config, store, log: log.child({ stage: 'inbound' }), hostname, extensions: config.extensions, capabilities });
+    const cache = new CapabilityCache(listenerRedis, { prefix: config.redis.prefix });
+    const capabilities = answerConneg(config.capabilities, cache);
+    // DRUCOF recipients the worker would certainly fail are refused inline instead (issue 6 §5).
+    const failFast = drucofFailFast({ config, cache, engine, log: log.child({ stage: 'inbound' }) });
+    const inbound = createInbound({ config, store, log: log.child({ stage: 'inbound' }), hostname, extensions: config.extensions, capabilities, verdictSources: [failFast] });
     listening = await inbound.listen();
     log.info({ ...listening, redis: redisChoice.url, prefix: config.redis.prefix }, 'drucof-relay listening');
     // Stop accepting first, so nothing new arrives while deliveries drain.
@@ -99,6 +113,37 @@ export async function runUntilSignalled(config: RelayConfig, roles: Roles): Prom
   };
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
+}
+
+/**
+ * The worker's DRUCOF ports: capabilities from the registry, the cache, the hop's
+ * CONNEG answer and the domain's SRV-found capability servers (the pool's probes
+ * cache what they learn); plans and conversions from the conversion engine.
+ */
+function drucofPorts(
+  config: RelayConfig,
+  { pool, cache, engine, dns }: { pool: OutboundPool; cache: CapabilityCache; engine: ConversionEngine; dns: Dns },
+  hostname: string,
+): DrucofPorts {
+  const registry = capabilityRegistry(config.capabilities);
+  // Capability servers are found with our resolver, so their addresses are too (the pool would ask the system's).
+  const srvTargets = async (domain: string): Promise<SrvTarget[]> => {
+    const found = await capabilityServers(domain, (n) => dns.resolveSrv(n));
+    const resolved = await Promise.all(found.map(async (t) => (await dns.resolveAddresses(t.host).catch(() => [])).map((host) => ({ host, port: t.port }))));
+    return resolved.flat();
+  };
+  return {
+    capabilities: (hop, hopEhlo, recipients) =>
+      resolveCapabilities(recipients, {
+        registry,
+        cached: (rs) => cache.getMany(rs),
+        ...(hopEhlo.has('CONNEG') && { askHop: (rs: readonly string[]) => pool.probe(hop, rs, { fresh: true }) }),
+        ...(config.dns.srv && { srvTargets }),
+        probe: (domain, targets, rs) => pool.probe({ key: `srv:${domain}`, hosts: targets }, rs, { fresh: true, source: 'srv' }),
+      }),
+    plan: (message, target) => engine.plan(message, target, { drucof: true }),
+    convert: (message, plan) => engine.convert(message, plan, { host: hostname }),
+  };
 }
 
 /** What the relay answers to CONNEG: its own registry, else what a next hop told it (cached). */

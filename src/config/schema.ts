@@ -4,6 +4,7 @@
  * falls back to a default. Every default here is the documented one (README,
  * "Configuration reference"), chosen after Postfix's where one exists.
  */
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import ipaddr from 'ipaddr.js';
 
@@ -30,6 +31,27 @@ export const hostPort = z.string().transform((v, ctx) => {
     return z.NEVER;
   }
   return { host: (m[1] ?? m[2])!, port };
+});
+
+/**
+ * A DNS server to ask: an IP literal with an optional port (53 if omitted):
+ * `192.0.2.1`, `192.0.2.1:5353`, `::1`, `[::1]:5353`. No host names (a resolver
+ * cannot be found by resolving). Output in the form `dns.Resolver#setServers`
+ * takes: `192.0.2.1:53`, `[::1]:53`.
+ */
+export const dnsServer = z.string().transform((v, ctx) => {
+  const t = v.trim();
+  const m = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(t) ?? /^([^:\s]+)(?::(\d{1,5}))?$/.exec(t);
+  const host = m ? m[1]! : t;
+  const port = m?.[2] === undefined ? 53 : Number(m[2]);
+  const family = isIP(host);
+  // A bracketed literal must be IPv6; an unbracketed one with a port must be IPv4; a bare IPv6 has no port.
+  const ok = family !== 0 && port >= 1 && port <= 65535 && (!m || t.startsWith('[') === (family === 6));
+  if (!ok) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not an IP address with an optional port (e.g. 127.0.0.1, 127.0.0.1:5353, [::1]:53)` });
+    return z.NEVER;
+  }
+  return family === 6 ? `[${host}]:${port}` : `${host}:${port}`;
 });
 
 const cidr = z.string().refine((v) => {
@@ -162,6 +184,17 @@ export const configSchema = z.strictObject({
       timeout: duration.prefault('30s'),
       maxPixels: z.number().int().positive().default(100_000_000),
       maxOutputBytes: size.prefault('50MB'),
+    })
+    .prefault({}),
+  /** DNS for MX and `_conneg._tcp` SRV look-ups. */
+  dns: z
+    .strictObject({
+      /** Resolvers to ask, in order; unset: the system's (/etc/resolv.conf). */
+      servers: z.array(dnsServer).min(1, 'list at least one server, or leave dns.servers out to use the system\'s').optional(),
+      /** Per query try (two tries per server). */
+      timeout: duration.refine((ms) => ms >= 1 && ms <= 2_147_483_647, 'must be between 1ms and about 24 days').prefault('5s'),
+      /** Look up `_conneg._tcp.<domain>` SRV records to find a domain's capability servers (DRUCOF outline §2). */
+      srv: z.boolean().default(true),
     })
     .prefault({}),
   /** CONNEG: capability registry (address or *@domain → RFC 2533 expression), answered to clients and used for decisions. */

@@ -25,7 +25,7 @@ import { StoreUnavailableError, type MessageStore } from '../queue/store.ts';
 import { newQueueId } from '../queue/queue-id.ts';
 import { status } from '../smtp/status.ts';
 import { planData } from './data-replies.ts';
-import { buildEnvelope, recipientStates, type Transaction } from './session.ts';
+import { buildEnvelope, dependsOnContent, recipientStates, type Transaction } from './session.ts';
 import type { MessageFacts, VerdictEngine } from './verdicts.ts';
 
 export interface ReceiveDeps {
@@ -160,7 +160,7 @@ function decodeCharset(bytes: Buffer, charset: string | false): string {
  * word rule still sees the words.
  */
 export async function measureMessage(data: Buffer, parts: boolean): Promise<MessageFacts> {
-  if (!parts) return { size: data.length, texts: [], types: [] };
+  if (!parts) return { raw: data, size: data.length, texts: [], types: [] };
   const types: string[] = [];
   const textParts: { node: MimeNode; chunks: Buffer[] }[] = [];
   try {
@@ -187,9 +187,9 @@ export async function measureMessage(data: Buffer, parts: boolean): Promise<Mess
     const texts = await Promise.all(
       textParts.map(async (p) => decodeCharset(await decodeTransfer(p.node, Buffer.concat(p.chunks)), p.node.charset)),
     );
-    return { size: data.length, texts, types };
+    return { raw: data, size: data.length, texts, types };
   } catch {
-    return { size: data.length, texts: [data.toString('utf8')], types: [] };
+    return { raw: data, size: data.length, texts: [data.toString('utf8')], types: [] };
   }
 }
 
@@ -219,9 +219,19 @@ export async function receive(input: ReceiveInput, deps: ReceiveDeps): Promise<R
   }
 
   // One verdict per recipient, then the wire form decides what is stored.
-  const facts = recipients.map((r) => ({ address: r.address, drucof: r.drucof }));
+  const facts = recipients.map((r) => ({ address: r.address, drucof: r.drucof, dependsOnContent: dependsOnContent(tx, r.address) }));
   const engine = deps.verdicts;
-  const verdicts = engine ? engine.afterData(facts, await measureMessage(read.data, engine.needsFacts(facts))) : new Map<string, Reply>();
+  let verdicts = new Map<string, Reply>();
+  if (engine) {
+    try {
+      verdicts = await engine.afterData(facts, await measureMessage(read.data, engine.needsFacts(facts)));
+    } catch (err) {
+      // A source failed (they should not): nothing was said per recipient yet, one 451 for all.
+      const r = status.localError();
+      deps.log.warn({ ...logBase, size: read.data.length, err: (err as Error)?.message, result: replyText(r) }, 'message refused: verdicts failed');
+      return [r];
+    }
+  }
   const plan = planData(tx.mode, tx.accepted, verdicts);
   const refused = [...verdicts.values()].filter((v) => v.code >= 400).map(replyText);
   const logVerdicts = refused.length > 0 ? { refused } : {};

@@ -241,27 +241,38 @@ export function createInbound(opts: InboundOptions): Inbound {
         }
         // The verdict engine: refused now, or accepted (its verdict after the data
         // when it depends on the content). A repeat is judged as its first RCPT.
+        // The sources may answer later (the fail-fast source reads the cache):
+        // smtp-server reads no further (pipelined) command until `cb` is called, so
+        // the transaction cannot change while they are asked.
         const facts = { address: address.address, drucof: recipientState(tx, address.address)?.drucof ?? params.drucof === true };
-        const disposition = verdicts.atRcpt(facts);
-        if (disposition.kind === 'refuse') {
-          log.info({ client: session.remoteAddress, rcpt: address.address, result: disposition.reply.code }, 'recipient refused: policy');
-          return conn.answer(disposition.reply, cb);
-        }
-        if (addRecipient(tx, address.address, params, limits.maxRecipients) === 'too-many') {
-          return conn.answer(status.tooManyRecipients(), cb);
-        }
-        // 352 only to a client that asked for INLINE-DSN (A4); PRDR has none (A4b).
-        const deferred = disposition.dependsOnContent && tx.mode === 'inline-dsn';
-        const base = deferred ? WAIT_FOR_CONFIRMATION() : disposition.reply;
-        const answer = (r: Reply) => {
-          noteAccepted(tx, address.address, deferred);
-          if (deferred) conn.answerIntermediate(r, address, cb);
-          else conn.answer(r, cb);
-        };
-        if (!params.conneg) return answer(base);
-        capabilityExpression(capabilities, address.address, capabilityTimeoutMs, log).then(
-          (expression) => answer(connegReply(base, address.address, expression)),
-          () => answer(connegReply(base, address.address, undefined)),
+        verdicts.atRcpt(facts).then(
+          (disposition) => {
+            if (disposition.kind === 'refuse') {
+              log.info({ client: session.remoteAddress, rcpt: address.address, result: disposition.reply.code }, 'recipient refused: policy');
+              return conn.answer(disposition.reply, cb);
+            }
+            if (addRecipient(tx, address.address, params, limits.maxRecipients) === 'too-many') {
+              return conn.answer(status.tooManyRecipients(), cb);
+            }
+            // 352 only to a client that asked for INLINE-DSN (A4); PRDR has none (A4b).
+            const deferred = disposition.dependsOnContent && tx.mode === 'inline-dsn';
+            const base = deferred ? WAIT_FOR_CONFIRMATION() : disposition.reply;
+            const answer = (r: Reply) => {
+              noteAccepted(tx, address.address, deferred, disposition.dependsOnContent);
+              if (deferred) conn.answerIntermediate(r, address, cb);
+              else conn.answer(r, cb);
+            };
+            if (!params.conneg) return answer(base);
+            capabilityExpression(capabilities, address.address, capabilityTimeoutMs, log).then(
+              (expression) => answer(connegReply(base, address.address, expression)),
+              () => answer(connegReply(base, address.address, undefined)),
+            );
+          },
+          (err: unknown) => {
+            // A source failed (they should not): the recipient is not judged now, the client may retry.
+            log.warn({ client: session.remoteAddress, rcpt: address.address, err: (err as Error)?.message }, 'recipient verdict failed');
+            conn.answer(status.localError(), cb);
+          },
         );
       },
 

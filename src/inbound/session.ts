@@ -28,6 +28,12 @@ export interface Transaction {
   readonly recipients: Map<string, RecipientState>;
   /** Every RCPT answered positively, in order, repeats included: the 353 sequence's lines. */
   readonly accepted: AcceptedRcpt[];
+  /**
+   * Recipients (lower-cased) whose verdict a source said at RCPT depends on the
+   * content: after the data the message's parts are measured only for them, and
+   * the sources are not asked again.
+   */
+  readonly dependsOnContent: Set<string>;
 }
 
 const transactions = new WeakMap<SMTPServerEnvelope, Transaction>();
@@ -38,7 +44,7 @@ export function transactionMode(params: MailParams): TransactionMode {
 
 /** Starts the transaction of this envelope (at an accepted MAIL). */
 export function beginTransaction(session: SMTPServerSession, mailFrom: string, params: MailParams): Transaction {
-  const tx: Transaction = { mailFrom, params, mode: transactionMode(params), recipients: new Map(), accepted: [] };
+  const tx: Transaction = { mailFrom, params, mode: transactionMode(params), recipients: new Map(), accepted: [], dependsOnContent: new Set() };
   transactions.set(session.envelope, tx);
   return tx;
 }
@@ -71,9 +77,18 @@ export function addRecipient(tx: Transaction, address: string, params: RcptParam
   return 'added';
 }
 
-/** Records a RCPT answered positively (250, or 352 when `deferred`). */
-export function noteAccepted(tx: Transaction, address: string, deferred: boolean): void {
+/**
+ * Records a RCPT answered positively (250, or 352 when `deferred`), and whether
+ * its verdict depends on the content (a repeat that does makes the recipient so).
+ */
+export function noteAccepted(tx: Transaction, address: string, deferred: boolean, dependsOnContent: boolean): void {
   tx.accepted.push({ key: address.toLowerCase(), address, deferred });
+  if (dependsOnContent) tx.dependsOnContent.add(address.toLowerCase());
+}
+
+/** Whether a source said at one of the recipient's RCPTs that its verdict depends on the content. */
+export function dependsOnContent(tx: Transaction, address: string): boolean {
+  return tx.dependsOnContent.has(address.toLowerCase());
 }
 
 /** Whether the recipient would be a repeat in this transaction. */

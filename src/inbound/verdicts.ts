@@ -6,8 +6,11 @@
  * message (size, decoded text of text/* parts, media types of all parts), for a
  * verdict per recipient. The sources are the config `policies` (`policySource`)
  * and whatever a later stage adds (issue 6: DRUCOF fail-fast) — pass more sources
- * to the engine, nothing else changes. Pure: no I/O; the facts are measured by
- * receive.ts.
+ * to the engine, nothing else changes. A source may answer at once or with a
+ * promise (the fail-fast source reads the capability cache and plans the
+ * conversion); the engine itself does no I/O, the facts are measured by
+ * receive.ts and what was said at RCPT is remembered by the transaction
+ * (session.ts).
  */
 import { reply, type Reply } from '../model/reply.ts';
 import { RecipientTable } from '../capabilities/registry.ts';
@@ -32,10 +35,17 @@ export interface RecipientFacts {
   readonly address: string;
   /** The client asked DRUCOF for this recipient (the fail-fast source of issue 6 reads it). */
   readonly drucof: boolean;
+  /**
+   * After the data: a source said at RCPT that its verdict depends on the content
+   * (the transaction remembers the disposition, so the sources are not asked again).
+   */
+  readonly dependsOnContent?: boolean;
 }
 
 /** What receive.ts measured in the message. */
 export interface MessageFacts {
+  /** The message as the client sent it (dot-unstuffed, before our trace header). */
+  readonly raw: Buffer;
   /** Bytes of the message as the client sent it (dot-unstuffed, before our trace header). */
   readonly size: number;
   /** The decoded text of every text/* part (empty when nobody needed it). */
@@ -50,15 +60,20 @@ export type RcptOpinion =
   | { readonly kind: 'accept'; readonly text: string }
   | { readonly kind: 'content' };
 
+/** A value now, or later. */
+export type MaybePromise<T> = T | Promise<T>;
+
 /**
  * A source of verdicts. `afterData` is asked for every recipient accepted at
  * RCPT; it returns a 4xx/5xx refusal whose text does not name the recipient (the
- * engine adds `<address>`), or undefined for "no objection".
+ * engine adds `<address>`), or undefined for "no objection". Either may answer
+ * with a promise; a source that can fail should answer "no opinion" rather than
+ * reject (a rejection fails the RCPT or the whole message with a 451).
  */
 export interface VerdictSource {
   readonly name: string;
-  atRcpt(r: RecipientFacts): RcptOpinion | undefined;
-  afterData(r: RecipientFacts, m: MessageFacts): Reply | undefined;
+  atRcpt(r: RecipientFacts): MaybePromise<RcptOpinion | undefined>;
+  afterData(r: RecipientFacts, m: MessageFacts): MaybePromise<Reply | undefined>;
 }
 
 /** What the relay answers at RCPT. */
@@ -84,13 +99,15 @@ export class VerdictEngine {
   /**
    * The answer at RCPT: the first source (in order) that refuses decides; else
    * accepted, depending on the content when any source says so; the text of the
-   * 250 is the first source's accept text, or `recipient ok`.
+   * 250 is the first source's accept text, or `recipient ok`. The sources are
+   * asked in order, one after the other (a later one is not asked once an
+   * earlier one refused).
    */
-  atRcpt(r: RecipientFacts): RcptDisposition {
+  async atRcpt(r: RecipientFacts): Promise<RcptDisposition> {
     let dependsOnContent = false;
     let text: string | undefined;
     for (const s of this.sources) {
-      const o = s.atRcpt(r);
+      const o = await s.atRcpt(r);
       if (!o) continue;
       if (o.kind === 'refuse') return { kind: 'refuse', reply: o.reply };
       if (o.kind === 'content') dependsOnContent = true;
@@ -99,23 +116,28 @@ export class VerdictEngine {
     return { kind: 'accept', reply: reply(250, 1, 5, text ?? 'recipient ok'), dependsOnContent };
   }
 
-  /** Whether any recipient's verdict needs the message's parts measured (parsing costs time). */
+  /**
+   * Whether any recipient's verdict needs the message's parts measured (parsing
+   * costs time): one whose disposition at RCPT depended on the content.
+   */
   needsFacts(recipients: readonly RecipientFacts[]): boolean {
-    return recipients.some((r) => this.sources.some((s) => s.atRcpt(r)?.kind === 'content'));
+    return recipients.some((r) => r.dependsOnContent === true);
   }
 
   /**
    * One verdict per recipient, keyed by its address as given: `250 2.1.5 <a>
    * accepts the content`, or the refusal with `<a>` in front of its text. When
    * several sources refuse, a permanent refusal beats a transient one (it is
-   * final whatever the other says); between equals the first source wins.
+   * final whatever the other says); between equals the first source wins. All
+   * questions are asked at once (a source that plans per message shares the work
+   * between recipients itself); the answers are weighed in source order.
    */
-  afterData(recipients: readonly RecipientFacts[], facts: MessageFacts): Map<string, Reply> {
+  async afterData(recipients: readonly RecipientFacts[], facts: MessageFacts): Promise<Map<string, Reply>> {
+    const answers = await Promise.all(recipients.map((r) => Promise.all(this.sources.map((s) => s.afterData(r, facts)))));
     const out = new Map<string, Reply>();
-    for (const r of recipients) {
+    for (const [i, r] of recipients.entries()) {
       let worst: Reply | undefined;
-      for (const s of this.sources) {
-        const v = s.afterData(r, facts);
+      for (const v of answers[i]!) {
         if (!v || v.code < 400) continue;
         if (!worst || (v.code >= 500 && worst.code < 500)) worst = v;
       }

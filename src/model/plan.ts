@@ -69,3 +69,26 @@ export interface ConversionRecord {
 
 /** The loss an omitted part counts for: all of it. */
 export const OMIT_LOSS = 100;
+
+/** One part of a plan as the records keep it: what the planner chose for it and why. */
+export interface PartSummary {
+  readonly path: string;
+  /** The part's media type before conversion. */
+  readonly type: string;
+  readonly action: PartAction['kind'];
+  /** keep: whether the part is usable as it is. */
+  readonly usable?: boolean;
+  readonly chain?: readonly string[];
+  readonly loss?: number;
+  /** Why the part was omitted, kept unusable, or could not be made usable. */
+  readonly reasons?: readonly string[];
+}
+
+/** A ConversionPlan without the measured features (small enough for every recipient's state). */
+export interface PlanSummary {
+  readonly target: string;
+  readonly possible: boolean;
+  readonly loss: number;
+  readonly reply?: Reply;
+  readonly parts: readonly PartSummary[];
+}

@@ -5,7 +5,9 @@
  * are not yet final.
  */
 import type { Notify, Orcpt } from '../smtp/params.ts';
+import type { CapabilityAnswer } from './capability.ts';
 import type { DecisionBranch } from './decision.ts';
+import type { ConversionRecord, PlanSummary } from './plan.ts';
 import type { Reply } from './reply.ts';
 
 export type RecipientStatus =
@@ -42,8 +44,30 @@ export interface RecipientState {
   readonly reportOwed?: 'failed' | 'delayed' | 'relayed';
   /** The one `delayed` report for this recipient has been queued. */
   readonly delayWarned?: boolean;
-  /** For a DRUCOF recipient: the section-4 branch taken at the last attempt (protocols.md A8). */
-  readonly decision?: DecisionBranch;
+  /** For a DRUCOF recipient: the section-4 decision of the last attempt and what it rested on (protocols.md A8). */
+  readonly decision?: DrucofTrace;
+}
+
+/**
+ * What a DRUCOF recipient's section-4 decision rested on (for `drucof-relay
+ * explain`, the logs and the tests): the branch, the next hop and which of the
+ * two extensions it advertised, the capabilities used and where they came from,
+ * the plan for them, and what was converted for this recipient's copy.
+ */
+export interface DrucofTrace {
+  readonly branch: DecisionBranch;
+  /** The next hop's key (e.g. `route:example.net`). */
+  readonly hop: string;
+  /** Which of CONNEG and DRUCOF the hop advertised. */
+  readonly hopExtensions: readonly ('CONNEG' | 'DRUCOF')[];
+  /** The capabilities used, with their source; or why none were known. */
+  readonly capabilities: CapabilityAnswer;
+  /** The conversion plan for those capabilities (only when they were known). */
+  readonly plan?: PlanSummary;
+  /** What was converted in the copy this recipient was sent (absent: nothing). */
+  readonly conversion?: ConversionRecord;
+  /** ISO 8601, when the decision was made. */
+  readonly at: string;
 }
 
 const FINAL: ReadonlySet<RecipientStatus> = new Set([

@@ -1,6 +1,7 @@
 /**
  * One delivery attempt over every recipient of a message that is not yet final
- * (orchestration only: route → group → deliver → record). Each transaction's
+ * (orchestration only: route → group → decide and convert (drucof.ts) →
+ * deliver each variant → record). Each transaction's
  * outcome is written back to Redis as soon as it is known, so a worker killed
  * mid-attempt re-sends only to recipients whose outcome was not yet recorded.
  */
@@ -14,8 +15,8 @@ import type { RelayConfig } from '../config/schema.ts';
 import { afterAttempt } from './outcome.ts';
 import { mxHop, routeFor, type MxRecord } from './route.ts';
 import { groupByHop, type Routed } from './group.ts';
-import { decide } from './decide.ts';
-import type { DecisionBranch } from '../model/decision.ts';
+import { chooseVariants, MessageVariants, relayedStatus, type DrucofPorts, type TransactionChoice, type Variant } from './drucof.ts';
+import type { DrucofTrace } from '../model/recipient.ts';
 
 export interface Deliverer {
   deliver(req: {
@@ -40,6 +41,8 @@ export interface AttemptDeps {
   /** Adds what an outcome owes (a DSN) to the new state, so both are saved in one write. */
   readonly annotate: (before: RecipientState, after: RecipientState) => RecipientState;
   readonly log: Logger;
+  /** Capabilities, planning and conversion for DRUCOF recipients. */
+  readonly drucof: DrucofPorts;
 }
 
 export interface AttemptInput {
@@ -76,74 +79,60 @@ export async function attemptDelivery(msg: AttemptInput, deps: AttemptDeps): Pro
   }
 
   const transactions = groupByHop(routed, deps.config.delivery.maxRecipientsPerTransaction);
+  const variants = new MessageVariants(msg.envelope.id, msg.body, deps.drucof, deps.log);
+  const record = async (updates: Map<number, RecipientState>) => {
+    if (updates.size === 0) return;
+    await deps.save(updates);
+    for (const [i, s] of updates) states[i] = s;
+  };
   await Promise.all(
     transactions.map(async (t) => {
-      const { drucof, refused } = await drucofDecisions(t.hop, t.indices, states, deps);
-      if (refused.size > 0) {
-        await deps.save(refused);
-        for (const [i, s] of refused) states[i] = s;
-      }
-      const indices = t.indices.filter((i) => !refused.has(i));
-      if (indices.length === 0) return;
-      const recipients = indices.map((i) => states[i]!);
-      const perRecipient = new Map([...drucof.keys()].map((address) => [address, { drucof: true }]));
-      const result = await deps.deliverer.deliver({ hop: t.hop, envelope: msg.envelope, recipients, body: msg.body, perRecipient });
-      const updates = new Map<number, RecipientState>();
+      const choice = await choose(t.hop, t.indices, states, variants, deps);
       const at = now();
-      for (const i of indices) {
-        const r = states[i]!;
-        const got = result.perRecipient.get(r.address) ?? reply(451, 4, 4, 'no reply recorded for this recipient');
-        let next = afterAttempt(r, got, { now: at, dsnPassedOn: result.dsnPassedOn, ...(result.remoteMta !== undefined && { remoteMta: result.remoteMta }) });
-        const branch = drucof.get(r.address);
-        if (branch) next = { ...next, decision: branch };
-        if (next.status === 'relayed' && result.drucofPassedOn?.has(r.address)) next = { ...next, status: 'relayed-with-drucof' };
-        updates.set(i, deps.annotate(r, next));
-      }
-      await deps.save(updates);
-      for (const [i, s] of updates) states[i] = s;
+      await record(new Map([...choice.unsent].map(([i, why]) => [i, deps.annotate(states[i]!, withTrace(afterAttempt(states[i]!, why, { now: at, dsnPassedOn: false }), choice.traces.get(i)))])));
+      await Promise.all(choice.variants.map((v) => send(t.hop, v, choice.traces)));
     }),
   );
   return states;
+
+  /** One transaction: the recipients of one variant to one hop; outcomes written back at once. */
+  async function send(hop: NextHop, v: Variant, traces: ReadonlyMap<number, DrucofTrace>): Promise<void> {
+    const recipients = v.indices.map((i) => states[i]!);
+    const perRecipient = new Map([...v.passOn].map((address) => [address, { drucof: true }]));
+    const result = await deps.deliverer.deliver({ hop, envelope: msg.envelope, recipients, body: v.body, perRecipient });
+    const updates = new Map<number, RecipientState>();
+    const at = now();
+    for (const i of v.indices) {
+      const r = states[i]!;
+      const got = result.perRecipient.get(r.address) ?? reply(451, 4, 4, 'no reply recorded for this recipient');
+      let next = afterAttempt(r, got, { now: at, dsnPassedOn: result.dsnPassedOn, ...(result.remoteMta !== undefined && { remoteMta: result.remoteMta }) });
+      if (next.status === 'relayed') next = { ...next, status: relayedStatus(v, r.address, result) };
+      updates.set(i, deps.annotate(r, withTrace(next, traces.get(i))));
+    }
+    await record(updates);
+  }
 }
 
+const withTrace = (s: RecipientState, trace: DrucofTrace | undefined): RecipientState => (trace ? { ...s, decision: trace } : s);
+
 /**
- * Section 4 for the DRUCOF recipients of one transaction. This release never
- * converts in the worker (conversion planning per recipient is not wired yet), so
- * the tree is evaluated with no capability information: a hop that advertises
- * DRUCOF gets the request passed on; any other hop means failure with the tree's
- * code (5.3.3). Either way the message is never delivered unusable on the
- * sender's behalf, which is the promise DRUCOF asks for.
+ * The hop's EHLO keywords, then section 4 for the transaction (drucof.ts). A
+ * hop that cannot be reached defers its DRUCOF recipients (nothing can be
+ * decided about a hop we cannot read); the others go on to be tried as usual.
  */
-async function drucofDecisions(
-  hop: NextHop,
-  indices: readonly number[],
-  states: readonly RecipientState[],
-  deps: AttemptDeps,
-): Promise<{ drucof: Map<string, DecisionBranch>; refused: Map<number, RecipientState> }> {
-  const drucof = new Map<string, DecisionBranch>();
-  const refused = new Map<number, RecipientState>();
-  const asking = indices.filter((i) => states[i]!.drucof);
-  if (asking.length === 0) return { drucof, refused };
+async function choose(hop: NextHop, indices: readonly number[], states: readonly RecipientState[], variants: MessageVariants, deps: AttemptDeps): Promise<TransactionChoice> {
+  if (!indices.some((i) => states[i]!.drucof)) return chooseVariants({ hop, hopEhlo: new Set(), indices }, states, variants, deps.drucof, deps.log);
   let hopEhlo: ReadonlySet<string>;
   try {
     hopEhlo = await deps.deliverer.hopKeywords(hop);
   } catch (err) {
     const why = (err as { reply?: Reply }).reply ?? status.connectionFailed(`cannot reach ${hop.key}: ${(err as Error).message}`);
-    for (const i of asking) refused.set(i, deps.annotate(states[i]!, afterAttempt(states[i]!, why, { now: new Date().toISOString(), dsnPassedOn: false })));
-    return { drucof, refused };
+    const drucof = indices.filter((i) => states[i]!.drucof);
+    const plain = indices.filter((i) => !states[i]!.drucof);
+    const others = await chooseVariants({ hop, hopEhlo: new Set(), indices: plain }, states, variants, deps.drucof, deps.log);
+    return { ...others, unsent: new Map(drucof.map((i) => [i, why])) };
   }
-  for (const i of asking) {
-    const r = states[i]!;
-    const d = decide({ drucof: true, hopEhlo, capability: { kind: 'unknown' } });
-    if (d.action === 'fail') {
-      const failed = { ...afterAttempt(r, d.reply, { now: new Date().toISOString(), dsnPassedOn: false }), decision: d.branch };
-      refused.set(i, deps.annotate(r, failed));
-    } else if (d.action === 'relay-with-drucof') {
-      drucof.set(r.address, d.branch);
-    }
-  }
-  deps.log.info({ hop: hop.key, passedOn: [...drucof.keys()], refused: [...refused.values()].map((r) => r.address) }, 'DRUCOF decisions');
-  return { drucof, refused };
+  return chooseVariants({ hop, hopEhlo, indices }, states, variants, deps.drucof, deps.log);
 }
 
 async function lookupMx(domain: string, resolve: MxResolver): Promise<NextHop | Reply> {

@@ -16,6 +16,7 @@ import { DELIVERY_QUEUE, keys } from '../queue/keys.ts';
 import { isExpired, retryDelay } from '../queue/schedule.ts';
 import type { DeliveryJobData, MessageStore } from '../queue/store.ts';
 import { attemptDelivery, type Deliverer, type MxResolver } from './attempt.ts';
+import type { DrucofPorts } from './drucof.ts';
 import { expired, scheduled } from './outcome.ts';
 import { queueOwedReports, reportsDue } from '../dsn/index.ts';
 
@@ -26,6 +27,8 @@ export interface RelayWorkerOptions {
   readonly deliverer: Deliverer;
   readonly log: Logger;
   readonly resolveMx?: MxResolver;
+  /** Capabilities, planning and conversion for DRUCOF recipients (cli/start.ts wires them). */
+  readonly drucof: DrucofPorts;
   /** Our name, for the reports we send (Reporting-MTA). */
   readonly hostname: string;
 }
@@ -60,7 +63,7 @@ export function createRelayWorker(opts: RelayWorkerOptions): Worker<DeliveryJobD
 
     let states = [...msg.recipients];
     if (states.some((r) => !isFinal(r))) {
-      states = await attemptDelivery(msg, { config, deliverer: opts.deliverer, resolveMx, save: (u) => store.saveRecipients(id, u), annotate, log });
+      states = await attemptDelivery(msg, { config, deliverer: opts.deliverer, resolveMx, save: (u) => store.saveRecipients(id, u), annotate, log, drucof: opts.drucof });
     }
 
     const now = Date.now();

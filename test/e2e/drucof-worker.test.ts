@@ -1,7 +1,9 @@
 /**
- * What the worker does with a DRUCOF recipient in this release (section 4 without
- * conversion): passes the request on to a hop that advertises DRUCOF, and otherwise
- * fails the recipient with 5.3.3 and reports it — never delivers it as if unasked.
+ * What the worker does with a DRUCOF recipient whose capabilities nobody knows
+ * (no registry entry, hops that answer CONNEG with "not known"): passes the
+ * request on to a hop that advertises DRUCOF, and otherwise fails the recipient
+ * with 5.3.3 and reports it — never delivers it as if unasked. The branches with
+ * known capabilities (conversion) are in drucof-tree.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
@@ -45,7 +47,8 @@ beforeAll(async () => {
   hops.neither = await startNextHop({});
   hops.sender = await startNextHop({});
   const routes = Object.fromEntries(Object.entries(hops).map(([name, h]) => [`${name}.test`, `127.0.0.1:${h.port}`]));
-  relay = await startRelay({ config: { routes }, env: { REDIS_URL, RELAY_QUEUE_PREFIX: prefix } });
+  // dns.srv off: "nobody knows" must not depend on what the system's DNS says about .test.
+  relay = await startRelay({ config: { routes, dns: { srv: false } }, env: { REDIS_URL, RELAY_QUEUE_PREFIX: prefix } });
 });
 
 afterAll(async () => {
@@ -59,21 +62,25 @@ afterAll(async () => {
 describe('DRUCOF recipients in the worker', () => {
   it('passes the request on to hops that advertise DRUCOF', async () => {
     const states = await settled(await send(['r@drucof.test', 'r@both.test']));
-    expect(states.map((r) => [r.status, r.decision])).toEqual([
+    expect(states.map((r) => [r.status, r.decision?.branch])).toEqual([
       ['relayed-with-drucof', 'drucof-only'],
       ['relayed-with-drucof', 'conneg-failed/pass-on'],
     ]);
     expect(hops.drucof!.messages[0]!.rcptLines[0]).toMatch(/^RCPT TO:<r@drucof\.test> .*\bDRUCOF( |$)/);
     expect(hops.both!.messages[0]!.rcptLines[0]).toMatch(/ DRUCOF/);
+    expect(states[1]!.decision).toMatchObject({ hop: `route:127.0.0.1:${hops.both!.port}`, capabilities: { kind: 'query-failed', source: 'conneg' } });
+    expect([...states[1]!.decision!.hopExtensions].sort()).toEqual(['CONNEG', 'DRUCOF']);
   });
 
   it('fails them with 5.3.3 where the hop cannot carry the request, reports it, and delivers the others', async () => {
     const states = await settled(await send(['r@conneg.test', 'r@neither.test', 'plain@neither.test']));
-    expect(states.map((r) => [r.status, r.decision, r.lastReply?.enhanced])).toEqual([
+    expect(states.map((r) => [r.status, r.decision?.branch, r.lastReply?.enhanced])).toEqual([
       ['failed', 'conneg-failed/no-way', '5.3.3'],
       ['failed', 'neither', '5.3.3'],
       ['relayed', undefined, undefined],
     ]);
+    expect(states[0]!.decision?.capabilities).toMatchObject({ kind: 'query-failed', source: 'conneg' });
+    expect(states[1]!.decision?.capabilities).toEqual({ kind: 'unknown' });
     expect(hops.conneg!.messages).toHaveLength(0);
     expect(hops.neither!.messages.map((m) => m.rcptTo)).toEqual([['plain@neither.test']]);
     for (let t = 0; t < 200 && hops.sender!.messages.length === 0; t++) await new Promise((r) => setTimeout(r, 50));

@@ -142,6 +142,8 @@ export interface NextHopPeer {
   readonly messages: ReceivedMessage[];
   /** Every command line received, in order, from every connection (no message data; empty when `keepMessages` is false). */
   readonly commands: string[];
+  /** The same command lines per connection, one array per connection in the order they first spoke. */
+  readonly sessions: readonly (readonly string[])[];
   /** TCP connections accepted so far. */
   readonly connections: number;
   /** Messages that reached the end of DATA (also counted when `keepMessages` is false). */
@@ -200,9 +202,17 @@ class RecordingConnection extends SMTPConnection {
     this._setListeners(() => this.connectionReady());
   }
 
+  /** This connection's command lines (created at its first command). */
+  private commandLines?: string[];
+
   override _onCommand(command: Buffer, callback?: () => void): void {
     const server = this._server as NextHopServer;
-    if (server.keep) server.commands.push(command.toString('utf8'));
+    if (server.keep) {
+      const line = command.toString('utf8');
+      server.commands.push(line);
+      if (!this.commandLines) server.sessions.push((this.commandLines = []));
+      this.commandLines.push(line);
+    }
     super._onCommand(command, callback);
   }
 
@@ -303,6 +313,7 @@ class NextHopServer extends SMTPServer {
   /** Record commands (off for a benchmark sink, with `keepMessages: false`). */
   keep = true;
   readonly commands: string[] = [];
+  readonly sessions: string[][] = [];
 
   override connect(socket: net.Socket, socketOptions?: SMTPConnectionOptions | null): void {
     const connection = new RecordingConnection(this, socket, socketOptions);
@@ -460,6 +471,7 @@ export async function startNextHop(initial: NextHopScript = {}, opts: NextHopOpt
     port,
     messages,
     commands: server.commands,
+    sessions: server.sessions,
     get connections() {
       return connections;
     },
@@ -476,4 +488,33 @@ export async function startNextHop(initial: NextHopScript = {}, opts: NextHopOpt
     },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
+}
+
+/**
+ * The transactions a peer saw whose RCPTs asked for capabilities (`CONNEG` on a
+ * RCPT): per transaction, its command lines from MAIL up to and including the
+ * command that ended it (RSET, QUIT, DATA, or the next MAIL; none if the
+ * connection ended first). A3 probes look like `MAIL FROM:<>`, `RCPT … CONNEG`…, `RSET`.
+ */
+export function connegTransactions(peer: Pick<NextHopPeer, 'sessions'>): string[][] {
+  const out: string[][] = [];
+  for (const lines of peer.sessions) {
+    let txn: string[] | undefined;
+    const close = () => {
+      if (txn?.some((l) => /^RCPT\b.*\sCONNEG(=|\s|$)/i.test(l))) out.push(txn);
+      txn = undefined;
+    };
+    for (const line of lines) {
+      const verb = line.trim().split(/[\s:]/, 1)[0]!.toUpperCase();
+      if (verb === 'MAIL') {
+        close();
+        txn = [line];
+      } else if (txn) {
+        txn.push(line);
+        if (verb === 'RSET' || verb === 'QUIT' || verb === 'DATA') close();
+      }
+    }
+    close();
+  }
+  return out;
 }

@@ -21,6 +21,13 @@ describe('config', () => {
     [{ queue: { maxLifetime: 'soon' } }, 'queue.maxLifetime: "soon" is not a duration'],
     [{ smarthost: 'a:b:c' }, 'smarthost: "a:b:c" is not host:port'],
     [{ policies: { 'x@y': { refuseWord: ['a'] } } }, 'policies.x@y.refuseWord: unknown key'],
+    [{ dns: { servers: ['resolver.example'] } }, 'dns.servers.0: "resolver.example" is not an IP address with an optional port'],
+    [{ dns: { servers: ['127.0.0.1:99999'] } }, 'dns.servers.0: "127.0.0.1:99999" is not an IP address'],
+    [{ dns: { servers: ['[127.0.0.1]:53'] } }, 'dns.servers.0: "[127.0.0.1]:53" is not an IP address'],
+    [{ dns: { servers: [] } }, 'dns.servers: list at least one server'],
+    [{ dns: { timeout: 0 } }, 'dns.timeout: must be between'],
+    [{ dns: { timeout: 'soon' } }, 'dns.timeout: "soon" is not a duration'],
+    [{ dns: { server: ['127.0.0.1'] } }, 'dns.server: unknown key'],
   ])('rejects %o naming the key path', (raw, message) => {
     expect(() => parseConfig(raw)).toThrow(ConfigError);
     expect(() => parseConfig(raw)).toThrow(message);
@@ -32,6 +39,12 @@ describe('config', () => {
       policies: { 'postmaster@example.net': { acceptAll: true }, '*@example.net': { maxSize: 1048576, refuseTypes: ['application/x-msdownload'] } },
     });
     expect(Object.keys(c.capabilities)).toHaveLength(2);
+  });
+
+  it('dns: system resolvers, 5s, SRV on by default; servers normalized to ip:port', () => {
+    expect(parseConfig({}).dns).toEqual({ timeout: 5000, srv: true });
+    const c = parseConfig({ dns: { servers: ['127.0.0.1:5353', '10.0.0.1', '[::1]:53', 'fe80::1'], timeout: '500ms', srv: false } });
+    expect(c.dns).toEqual({ servers: ['127.0.0.1:5353', '10.0.0.1:53', '[::1]:53', '[fe80::1]:53'], timeout: 500, srv: false });
   });
 
   it('parses durations and sizes with units', () => {
