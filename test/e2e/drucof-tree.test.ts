@@ -452,6 +452,50 @@ describe('variants: one message, one hop, different conversions', () => {
   });
 });
 
+describe('fail fast inbound (INLINE-DSN / PRDR)', () => {
+  /** One transaction in `mode`: a recipient the relay can already decide, and one it cannot. */
+  async function session(mode: 'INLINE-DSN' | 'PRDR', decided: string, open: string): Promise<string[]> {
+    const d = await Dialog.connect(relay.port);
+    await d.hello();
+    await d.command(`MAIL FROM:<s@sender.test> ${mode}`, 250);
+    const ask = async (line: string) => (d.send(line), (await d.read()).code);
+    const atRcpt = [await ask(`RCPT TO:<${decided}> DRUCOF`), await ask(`RCPT TO:<${open}> DRUCOF`)];
+    await d.command('DATA', 354);
+    d.write(Buffer.from(msgs.big.toString('latin1').replace(/^\./gm, '..'), 'latin1'));
+    d.send('.');
+    // 353, one line per recipient (each naming it), then the final reply.
+    const lines = [`rcpt ${atRcpt.join(' ')}`];
+    for (;;) {
+      const r = await d.read(20_000);
+      lines.push(...r.raw);
+      if (r.code !== 353 && !/<[^>]+@[^>]+>/.test(r.text)) break;
+    }
+    await d.quit();
+    return lines;
+  }
+
+  it('refuses inline, with the code the worker would give, a registry recipient whose known hop cannot carry DRUCOF', async () => {
+    // The hop's EHLO is learnt by a first delivery (the cache then knows it lacks DRUCOF).
+    await settled(await submit(['first@reg.test'], msgs.text));
+    const lines = await session('INLINE-DSN', 'fast@reg.test', 'jpeg+fast@c.test');
+    expect(lines[0]).toBe('rcpt 352 250');
+    expect(lines[1]).toMatch(/^353 /);
+    expect(lines[2]).toMatch(/^554 5\.6\.3 <fast@reg\.test> /);
+    const id = /\[QUEUEID ([^\]]+)\]/.exec(lines[lines.length - 1]!)![1]!;
+    const states = await settled(id);
+    expect([...states.keys()]).toEqual(['jpeg+fast@c.test']);
+    expect(deliveredTo(hops.reg, 'fast@reg.test')).toHaveLength(0);
+  });
+
+  it('gives the same verdict in PRDR’s form', async () => {
+    const lines = await session('PRDR', 'prdr@reg.test', 'jpeg+prdr@c.test');
+    expect(lines[0]).toBe('rcpt 250 250');
+    expect(lines[1]).toMatch(/^353 /);
+    expect(lines[2]).toMatch(/^554 5\.6\.3 <prdr@reg\.test> /);
+    expect(lines[3]).toMatch(/^250 /);
+  });
+});
+
 describe('probes (A3)', () => {
   it('every capability query was a probe: MAIL FROM:<>, RCPTs with CONNEG, then RSET or QUIT — never DATA', () => {
     const probes = [...connegTransactions(hops.c), ...connegTransactions(hops.cd)];
