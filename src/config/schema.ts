@@ -186,6 +186,15 @@ export const configSchema = z.strictObject({
       maxOutputBytes: size.prefault('50MB'),
     })
     .prefault({}),
+  /** The operations HTTP endpoint: Prometheus `/metrics`, `/healthz`, `/readyz`, and the dashboard when switched on. Off unless `listen` is set. */
+  http: z
+    .strictObject({
+      /** `host:port` to serve on (e.g. `127.0.0.1:9025`); unset: no HTTP endpoint. */
+      listen: hostPort.optional(),
+      /** Serve the dashboard at `/` (queue, recent decisions, conversion statistics). */
+      dashboard: z.boolean().default(false),
+    })
+    .prefault({}),
   /** DNS for MX and `_conneg._tcp` SRV look-ups. */
   dns: z
     .strictObject({
