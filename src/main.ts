@@ -11,6 +11,12 @@ import { explain } from './cli/explain.ts';
 import { runConvert } from './cli/convert.ts';
 import { listConverters } from './cli/converters.ts';
 
+// `drucof-relay explain ID | head` closes the pipe early: that is the reader's choice, not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 const program = new Command('drucof-relay')
   .description('SMTP smarthost relay: deliver recipient-usable content or fail')
   .showHelpAfterError();

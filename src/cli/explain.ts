@@ -22,13 +22,13 @@ export const BRANCH_EXPLANATIONS: Readonly<Record<DecisionBranch, string>> = {
   'conneg-ok/pass-on':
     "the recipient's capabilities are known but the relay cannot make the content usable; the next hop supports DRUCOF, so the request was passed on for a later hop to meet",
   'conneg-ok/no-way':
-    "the recipient's capabilities are known, the relay cannot make the content usable and the next hop cannot carry the DRUCOF request, so the message failed for this recipient",
+    "the recipient's capabilities are known, the relay cannot make the content usable and the next hop cannot carry the DRUCOF request: nothing can deliver usable content, so the recipient fails (or waits for a retry when the cause may pass, see outcome)",
   'conneg-failed/pass-on':
     "the recipient's capabilities could not be learned; the next hop supports DRUCOF, so the request was passed on unchanged",
   'conneg-failed/no-way':
-    "the recipient's capabilities could not be learned and the next hop cannot carry the DRUCOF request, so the message failed for this recipient",
+    "the recipient's capabilities could not be learned and the next hop cannot carry the DRUCOF request: nothing can deliver usable content, so the recipient fails (or waits for a retry when the cause may pass, see outcome)",
   'drucof-only': 'the next hop supports DRUCOF but not CONNEG, so the request was passed on unchanged without asking for capabilities',
-  neither: 'the next hop supports neither CONNEG nor DRUCOF: there is no way to carry the DRUCOF request, so the message failed for this recipient',
+  neither: 'the next hop supports neither CONNEG nor DRUCOF: there is no way to carry the DRUCOF request: the recipient fails (or waits for a retry when a look-up failure may pass, see outcome)',
 };
 
 export const NO_DRUCOF = 'no DRUCOF: relayed as the sender wrote it, never converted';
@@ -178,7 +178,7 @@ export async function explain(
   return withStore(config, async (store) => {
     const meta = await store.loadMeta(id);
     if (!meta) {
-      err(`no message ${id} in the queue`);
+      err(`no message ${id} in the queue (prefix ${config.redis.prefix}; set RELAY_QUEUE_PREFIX and REDIS_URL as for the relay)`);
       return false;
     }
     if (json) out(JSON.stringify({ envelope: meta.envelope, recipients: meta.recipients }, null, 2));

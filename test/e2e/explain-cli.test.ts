@@ -151,6 +151,6 @@ describe('drucof-relay explain', () => {
     const run = cli('NOSUCHID');
     expect(run.status).toBe(1);
     expect(run.stdout).toBe('');
-    expect(run.stderr).toBe('no message NOSUCHID in the queue\n');
+    expect(run.stderr).toBe(`no message NOSUCHID in the queue (prefix ${prefix}; set RELAY_QUEUE_PREFIX and REDIS_URL as for the relay)\n`);
   });
 });
