@@ -40,6 +40,16 @@ export async function withStore<T>(config: RelayConfig, fn: (store: MessageStore
   }
 }
 
+/**
+ * "reading 1200/5000 messages" on stderr, rewritten in place, for listings long
+ * enough to wait for — only on a terminal, so a redirected listing stays clean.
+ * Called with undefined at the end to clear the line.
+ */
+function progressLine(total: number): (done: number | undefined) => void {
+  if (!process.stderr.isTTY || total < 1000) return () => {};
+  return (done) => process.stderr.write(done === undefined ? '\r\x1b[K' : `\rreading ${done}/${total} messages`);
+}
+
 export async function queueList(config: RelayConfig, out: (line: string) => void = console.log): Promise<number> {
   return withStore(config, async (store, queue) => {
     let count = 0;
@@ -48,14 +58,21 @@ export async function queueList(config: RelayConfig, out: (line: string) => void
     for (const state of LISTED_STATES) {
       for (const job of await queue.getJobs([state], 0, -1, true)) if (job.data?.id) listed.push([state, job.data.id]);
     }
-    for (const [state, id] of listed) {
-      const meta = await store.loadMeta(id);
-      if (!meta) continue;
-      count++;
-      const e = meta.envelope;
-      out(`${e.id.padEnd(20)} ${state.padEnd(8)} ${String(e.size).padStart(9)}  ${e.receivedAt.padEnd(24)} <${e.mailFrom}>`);
-      for (const r of meta.recipients) out(`${''.padEnd(40)}${recipientLine(r)}`);
+    const progress = progressLine(listed.length);
+    // Records are read 200 at a time (one round trip per record would take minutes on a large queue).
+    for (let at = 0; at < listed.length; at += 200) {
+      const chunk = listed.slice(at, at + 200);
+      const metas = await Promise.all(chunk.map(([, id]) => store.loadMeta(id)));
+      progress(at + chunk.length);
+      for (const [k, meta] of metas.entries()) {
+        if (!meta) continue;
+        count++;
+        const e = meta.envelope;
+        out(`${e.id.padEnd(20)} ${chunk[k]![0].padEnd(8)} ${String(e.size).padStart(9)}  ${e.receivedAt.padEnd(24)} <${e.mailFrom}>`);
+        for (const r of meta.recipients) out(`${''.padEnd(40)}${recipientLine(r)}`);
+      }
     }
+    progress(undefined);
     out(count === 0 ? 'Mail queue is empty' : `-- ${count} message${count === 1 ? '' : 's'} in the queue (prefix ${config.redis.prefix})`);
     return count;
   });
