@@ -3,7 +3,8 @@
  * §5–6, protocols.md Part B; Postfix's bounce/defer/trace decision, as a pure
  * function). Given a message's envelope and its recipient states before and after
  * one attempt, returns the reports due now: `failed`, `delayed` (at most once per
- * recipient) and `relayed` (only when the DSN request could not travel on).
+ * recipient) and the success report (only when the DSN request did not travel on):
+ * `delivered` where the relay was the final hop, `relayed` elsewhere.
  * Never a report about a message from the null sender. No I/O.
  */
 import type { Envelope } from '../model/envelope.ts';
@@ -11,17 +12,37 @@ import type { RecipientState, RecipientStatus } from '../model/recipient.ts';
 import type { NotifyKind } from '../smtp/params.ts';
 
 /**
- * The RFC 3464 actions the relay reports. A relay never claims `delivered`: it
- * only knows that the next hop took the message (`relayed`), and `expanded` is
- * for mailing lists and aliases, which we do not do.
+ * The RFC 3464 actions the relay reports. `delivered` only where the relay was
+ * the final hop (it wrote the Maildir, or an LMTP delivery agent accepted the
+ * recipient); for mail it passed on it only knows that the next hop took it
+ * (`relayed`). `expanded` is for mailing lists and aliases, which we do not do.
  */
-export type DsnAction = 'failed' | 'delayed' | 'relayed';
+export type DsnAction = 'failed' | 'delayed' | 'delivered' | 'relayed';
+
+/**
+ * A report a recipient is owed, as `RecipientState.reportOwed` keeps it (and as
+ * `reportsDue` returns it): `relayed` there stands for the success report
+ * (NOTIFY=SUCCESS) whatever its action, which `actionOf` reads from the
+ * recipient's status — `delivered` for a `delivered` recipient. (The model's
+ * `reportOwed` has no `delivered`; once it has, reportsDue can say it directly.)
+ */
+export type OwedReport = 'failed' | 'delayed' | 'relayed';
 
 /** One recipient's line in a report: its index in the message's recipient list, its state after the attempt, the action. */
 export interface ReportItem {
   readonly index: number;
   readonly recipient: RecipientState;
   readonly action: DsnAction;
+}
+
+/** A report item as `reportsDue` gives it: the action as `reportOwed` can keep it. */
+export interface OwedItem extends ReportItem {
+  readonly action: OwedReport;
+}
+
+/** The RFC 3464 action of an item: a success report for a recipient the relay delivered (final hop) says `delivered`. */
+export function actionOf(item: Pick<ReportItem, 'action' | 'recipient'>): DsnAction {
+  return item.action === 'relayed' && item.recipient.status === 'delivered' ? 'delivered' : item.action;
 }
 
 /**
@@ -43,11 +64,11 @@ export interface NotifyOptions {
 }
 
 /**
- * Statuses meaning "the next hop has taken responsibility for this recipient".
- * outcome.ts only writes `relayed`; the DRUCOF statuses and `delivered` hand the
- * message on just the same, so a SUCCESS request is answered for them too, and
- * always as `relayed` (RFC 3461 §5.2.2: a relay that cannot pass the request on
- * reports `relayed`; only the final MTA may say `delivered`).
+ * Statuses meaning "the recipient has been handed on": to the next hop (`relayed`
+ * and the DRUCOF statuses) or into the mailbox (`delivered`: a Maildir the relay
+ * wrote, an LMTP delivery agent). A SUCCESS request is answered for all of them:
+ * `relayed` (RFC 3461 §5.2.2: a relay that cannot pass the request on), or
+ * `delivered` (§5.2.4) where the relay was the final MTA — see `actionOf`.
  */
 const HANDED_ON: ReadonlySet<RecipientStatus> = new Set<RecipientStatus>([
   'relayed',
@@ -83,10 +104,12 @@ export function isDelayWarned(r: RecipientState): boolean {
  *   warning mail), the recipient is still `deferred`, no warning went out for it
  *   yet (`delayWarned`), and the message is at least `delayWarningMs` old.
  *   After sending, record the warning with `markDelayWarned`.
- * - **relayed**: the recipient was handed to the next hop in this attempt (see
+ * - **success** (item action `relayed`; `actionOf` gives `delivered` for a
+ *   `delivered` recipient): the recipient was handed on in this attempt (see
  *   HANDED_ON), NOTIFY includes SUCCESS, and the request did not travel on
- *   (`dsnPassedOn` not true: the hop lacked DSN, RFC 3461 §5.2.2).
- *   A hop that took the request on will report success itself.
+ *   (`dsnPassedOn` not true: the hop lacked DSN, RFC 3461 §5.2.2; always so for
+ *   a Maildir, where the relay itself is the final MTA, §5.2.4). A hop that took
+ *   the request on (an LMTP agent advertising DSN among them) reports itself.
  *
  * Items come in recipient order; group them with `groupByAction` for rendering.
  */
@@ -95,11 +118,11 @@ export function reportsDue(
   before: readonly RecipientState[],
   after: readonly RecipientState[],
   opts: NotifyOptions,
-): ReportItem[] {
+): OwedItem[] {
   if (envelope.mailFrom === '') return [];
   const age = opts.now - Date.parse(envelope.receivedAt);
   const delayDue = opts.delayWarningMs > 0 && Number.isFinite(opts.delayWarningMs) && Number.isFinite(age) && age >= opts.delayWarningMs;
-  const items: ReportItem[] = [];
+  const items: OwedItem[] = [];
   for (const [index, r] of after.entries()) {
     const prev = before[index];
     const action = actionFor(prev, r, delayDue);
@@ -108,7 +131,7 @@ export function reportsDue(
   return items;
 }
 
-function actionFor(prev: RecipientState | undefined, r: RecipientState, delayDue: boolean): DsnAction | undefined {
+function actionFor(prev: RecipientState | undefined, r: RecipientState, delayDue: boolean): OwedReport | undefined {
   if (r.notify === 'NEVER') return undefined;
   if (r.status === 'failed') {
     return prev?.status !== 'failed' && asked(r, 'FAILURE') ? 'failed' : undefined;
@@ -135,12 +158,13 @@ export function markDelayWarned(states: readonly RecipientState[], items: readon
 }
 
 /**
- * Items split by action, in the order failed, delayed, relayed (each list in
- * recipient order): one report message per non-empty list, as `renderReport` takes them.
+ * Items split by RFC 3464 action (`actionOf`), in the order failed, delayed,
+ * delivered, relayed (each list in recipient order): one report message per
+ * non-empty list, as `renderReport` takes them.
  */
 export function groupByAction(items: readonly ReportItem[]): { readonly action: DsnAction; readonly items: readonly ReportItem[] }[] {
-  const order: readonly DsnAction[] = ['failed', 'delayed', 'relayed'];
+  const order: readonly DsnAction[] = ['failed', 'delayed', 'delivered', 'relayed'];
   return order
-    .map((action) => ({ action, items: items.filter((i) => i.action === action) }))
+    .map((action) => ({ action, items: items.filter((i) => actionOf(i) === action) }))
     .filter((g) => g.items.length > 0);
 }

@@ -1,7 +1,9 @@
 /**
  * Renders one RFC 3464 delivery status notification (RFC 6522 multipart/report)
  * for several recipients of one message that share an action (Postfix's bounce
- * daemon, for `failed`, `delayed` and `relayed`). Parts: a plain-English account,
+ * daemon, for `failed`, `delayed`, `delivered` and `relayed`; the action of an
+ * item is `actionOf` it: a success report for a recipient the relay delivered
+ * itself, as the final hop, says `delivered`). Parts: a plain-English account,
  * the machine-readable `message/delivery-status` (rfc-digest.md §2, exact fields),
  * then the returned message (`RET=FULL`, failures only) or its header block.
  * The result is queued by the caller like any other mail, from `<>` with
@@ -17,7 +19,7 @@ import type { Envelope } from '../model/envelope.ts';
 import type { Reply } from '../model/reply.ts';
 import type { Orcpt } from '../smtp/params.ts';
 import { formatReply } from '../smtp/reply-format.ts';
-import type { DsnAction, ReportItem } from './notify.ts';
+import { actionOf, type DsnAction, type ReportItem } from './notify.ts';
 
 export interface ReportInput {
   /** Our hostname: `Reporting-MTA`, the `MAILER-DAEMON@` domain, the Message-ID domain. */
@@ -57,6 +59,7 @@ export interface RenderedReport {
 const SUBJECT: Record<DsnAction, string> = {
   failed: 'Delivery Status Notification (Failure)',
   delayed: 'Delivery Status Notification (Delay)',
+  delivered: 'Delivery Status Notification (Success)',
   relayed: 'Delivery Status Notification (Relayed)',
 };
 
@@ -70,8 +73,8 @@ export async function renderReport(input: ReportInput): Promise<RenderedReport> 
   if (envelope.mailFrom === '') throw new Error('renderReport: no report is ever sent to the null sender');
   const first = items[0];
   if (!first) throw new Error('renderReport: no recipients to report');
-  const action = first.action;
-  if (items.some((i) => i.action !== action)) throw new Error('renderReport: all items of one report must share an action');
+  const action = actionOf(first);
+  if (items.some((i) => actionOf(i) !== action)) throw new Error('renderReport: all items of one report must share an action');
 
   const returned = returnedContent(input, action);
   const messageId = `<${input.now.getTime().toString(36)}.${randomBytes(8).toString('hex')}.dsn@${reportingMta}>`;
@@ -144,8 +147,8 @@ type Returned =
   | { readonly kind: 'none' };
 
 /**
- * RET governs failure reports only (RFC 3461 §4.3); delayed and relayed reports
- * carry the headers at most. For a failure, RET=FULL returns the whole message;
+ * RET governs failure reports only (RFC 3461 §4.3); delayed, delivered and
+ * relayed reports carry the headers at most. For a failure, RET=FULL returns the whole message;
  * RET=HDRS returns the headers. Without RET, RFC 3461 §4.3 lets the MTA return
  * either; we return the headers. Postfix returns the whole message (up to
  * bounce_size_limit); we choose the headers because a sender who wanted the
@@ -222,7 +225,7 @@ function deliveryStatus(input: ReportInput, action: DsnAction): string {
 /**
  * The Status field: the last reply's enhanced code when its class fits the
  * action (a failure may be 4.x.x — a persistent transient failure such as
- * 4.4.7 expiry — or 5.x.x; a delay 4.x.x; a relay 2.x.x), else X.0.0 from the
+ * 4.4.7 expiry — or 5.x.x; a delay 4.x.x; a delivery or relay 2.x.x), else X.0.0 from the
  * basic code's class, else the action's own class (RFC 3464 §2.3.4; RFC 3463).
  */
 export function statusCode(action: DsnAction, r: Reply | undefined): string {
@@ -337,6 +340,13 @@ function humanText(input: ReportInput, action: DsnAction, returned: Returned): s
         'and will tell you if delivery finally fails.',
       );
       break;
+    case 'delivered':
+      out.push(
+        'Your message was delivered to the mailbox of the recipient(s) listed',
+        'below, as you asked to be told. This mail system is the last one on',
+        'their way: the message has reached its destination.',
+      );
+      break;
     case 'relayed':
       out.push(
         'Your message was passed on to the next mail system for the recipient(s)',
@@ -362,6 +372,8 @@ function humanText(input: ReportInput, action: DsnAction, returned: Returned): s
       for (const line of formatReply(r.lastReply).split('\r\n').filter((l) => l !== '')) out.push(`        ${plain(line)}`);
     } else if (action === 'relayed') {
       out.push(`    handed on${r.remoteMta ? ` to ${plain(r.remoteMta)}` : ''}`);
+    } else if (action === 'delivered') {
+      out.push(`    delivered${r.remoteMta ? ` by ${plain(r.remoteMta)}` : ''}`);
     } else {
       out.push('    no reason was recorded');
     }

@@ -24,6 +24,13 @@
  *     queues after the dot with a reader of the 353 sequence (one line per
  *     itemised recipient, by position, then the final reply) when INLINE-DSN or
  *     PRDR was asked; modelled on nodemailer's own `_actionLMTPStream` queue.
+ *     Over LMTP (`lmtp: true`: nodemailer says LHLO and queues one
+ *     `_actionLMTPStream` per recipient of `_envelope.accepted`, RFC 2033 §4.2)
+ *     it leaves those actions in place and wraps each to record its raw reply
+ *     by recipient: nodemailer keeps only the refusals (as `rejectedErrors`)
+ *     and hands the send callback the LAST recipient's reply alone, which must
+ *     not stand for everyone. INLINE-DSN and PRDR are never asked over LMTP
+ *     (deliver.ts), so the two uses of this override do not meet.
  *   - reads `_responseActions`, `_recipientQueue`, `_actionRCPT` (what the stock
  *     `_sendRcpt` uses), `_envelope`, `_supportedExtensions`, `_socket` and
  *     `_ehloLines` (the raw EHLO keyword lines); `probe()` drives a MAIL/RCPT
@@ -63,10 +70,12 @@ interface NodemailerEnvelope {
   rcptQueue: string[];
   /** Whether MAIL, every RCPT and DATA went out in one batch. */
   pipelined: boolean;
+  /** Recipients accepted at RCPT, in reply order (LMTP: one reply each after the data, in this order). */
+  accepted: string[];
 }
 
 const base = SMTPConnection.prototype as unknown as Partial<Internals>;
-const PROTOTYPE_INTERNALS = ['_sendCommand', '_sendRcpt', '_actionRCPT', '_setEnvelope', '_getDsnRcptToArgs', '_createSendStream', '_actionSMTPStream'] as const;
+const PROTOTYPE_INTERNALS = ['_sendCommand', '_sendRcpt', '_actionRCPT', '_setEnvelope', '_getDsnRcptToArgs', '_createSendStream', '_actionSMTPStream', '_actionLMTPStream', '_actionLHLO'] as const;
 const INSTANCE_INTERNALS = ['_responseActions', '_recipientQueue', '_supportedExtensions'] as const;
 
 /**
@@ -101,6 +110,8 @@ export interface ClientOptions {
   /** `opportunistic`: STARTTLS when offered, plaintext if the peer refuses it; `off`: never. */
   readonly tls: 'opportunistic' | 'off';
   readonly tlsVerify: boolean;
+  /** Speak LMTP (RFC 2033): LHLO instead of EHLO, one reply per accepted recipient after the data. */
+  readonly lmtp?: boolean;
 }
 
 /** How the hop gives per-recipient verdicts after the data (the MAIL parameter that asked for them). */
@@ -163,6 +174,12 @@ export interface TransactionReplies {
   readonly data?: string;
   /** Present when verdicts were asked (`Transaction.verdicts`). */
   readonly afterData?: AfterData;
+  /**
+   * LMTP: the reply after the data of each recipient accepted at RCPT (wire
+   * address → raw reply), as far as they were read; present once the data was
+   * sent. A recipient missing here got no reply (the connection ended first).
+   */
+  readonly lmtp?: ReadonlyMap<string, string>;
   readonly failure?: ClientFailure;
   /** Set when nodemailer did not behave as the overrides expect (its internals moved): log it loudly. */
   readonly drift?: string;
@@ -271,6 +288,8 @@ interface InFlight {
   batch: boolean;
   /** An override found nodemailer not as expected (see TransactionReplies.drift). */
   drift?: string;
+  /** LMTP: the per-recipient replies after the data, once the data was sent. */
+  lmtp?: Map<string, string>;
 }
 
 export class RelayClient extends SMTPConnection {
@@ -304,6 +323,7 @@ export class RelayClient extends SMTPConnection {
       greetingTimeout: opts.greetingTimeout,
       socketTimeout: opts.commandTimeout,
       logger: false,
+      lmtp: opts.lmtp === true,
     });
     this.opts = opts;
     // nodemailer emits 'error' besides failing the callback in flight; an unheard 'error' would crash the process.
@@ -389,6 +409,7 @@ export class RelayClient extends SMTPConnection {
             },
           }),
           ...(cur.drift !== undefined && { drift: cur.drift }),
+          ...(cur.lmtp && { lmtp: cur.lmtp }),
           ...r,
         });
       };
@@ -579,11 +600,19 @@ export class RelayClient extends SMTPConnection {
     if (cur.batch) socket?.uncork();
   }
 
-  /** `_createSendStream`, with the reply to the dot read as A4/A4b say when verdicts were asked. */
+  /**
+   * `_createSendStream`, with the reply to the dot read as A4/A4b say when
+   * verdicts were asked, and over LMTP each recipient's reply recorded.
+   */
   _createSendStream(callback: StreamCallback): unknown {
     const before = this._responseActions.length;
+    const accepted = this.opts.lmtp && this._envelope ? [...this._envelope.accepted] : [];
     const stream = base._createSendStream!.call(this, callback);
     const cur = this.current;
+    if (this.opts.lmtp) {
+      if (cur) this.recordLmtpReplies(cur, before, accepted);
+      return stream;
+    }
     if (!cur?.afterData) return stream;
     if (this._responseActions.length !== before + 1) {
       // nodemailer queued something else than one action for the reply to the dot: leave it
@@ -597,6 +626,30 @@ export class RelayClient extends SMTPConnection {
   }
 
   // ---- helpers of the overrides ----
+
+  /**
+   * LMTP: nodemailer queued one action per accepted recipient (in RCPT reply
+   * order); each is wrapped to record that recipient's reply, then run as is.
+   */
+  private recordLmtpReplies(cur: InFlight, before: number, accepted: readonly string[]): void {
+    const queued = this._responseActions.length - before;
+    if (queued !== accepted.length) {
+      // Without one action per recipient nothing tells whose reply is whose: no LMTP map,
+      // so deliver.ts treats every recipient as unanswered (temporary), never as delivered.
+      cur.drift = `nodemailer internals moved: _createSendStream queued ${queued} reply actions for ${accepted.length} LMTP recipients`;
+      return;
+    }
+    const lines = new Map<string, string>();
+    cur.lmtp = lines;
+    const stock = this._responseActions.splice(before, queued);
+    stock.forEach((action, i) => {
+      const recipient = accepted[i]!;
+      this._responseActions.push((str) => {
+        lines.set(recipient, str);
+        action.call(this, str);
+      });
+    });
+  }
 
   /** Sends one RCPT and queues the action for its reply (see the file comment for what it handles). */
   private queueRcpt(cur: InFlight, recipient: string, params: readonly string[], callback: EnvelopeCallback, resend: boolean): void {

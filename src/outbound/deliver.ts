@@ -5,7 +5,9 @@
  * pass-on, RFC 6152 BODY, RFC 1870 SIZE, RFC 6531 SMTPUTF8 or A-labels; DRUCOF,
  * CONNEG, INLINE-DSN and PRDR per protocols.md A2–A4b), local refusals, and how
  * raw peer replies — the 353 sequence included — and connection failures become
- * Replies: a recipient whose verdict was not read is never a success.
+ * Replies: a recipient whose verdict was not read is never a success. Over
+ * LMTP (RFC 2033) each accepted recipient's outcome is its own reply after the
+ * data; INLINE-DSN and PRDR are not asked there.
  * `runTransaction` is the only I/O here: it drives one RelayClient.
  */
 import net from 'node:net';
@@ -55,6 +57,8 @@ export interface HopFeatures {
   readonly drucof: boolean;
   readonly inlineDsn: boolean;
   readonly prdr: boolean;
+  /** The session is LMTP (the keywords are the LHLO reply's): one reply per recipient after the data. */
+  readonly lmtp?: true;
 }
 
 export function hopFeatures(ehloLines: readonly string[]): HopFeatures {
@@ -158,6 +162,8 @@ export interface Prepared {
   readonly drucof: ReadonlySet<string>;
   /** Wire addresses whose RCPT carries CONNEG (a query). */
   readonly conneg: ReadonlySet<string>;
+  /** LMTP: each recipient's outcome is its own reply after the data. */
+  readonly lmtp?: true;
 }
 
 export function prepare(req: DeliveryRequest, hop: HopFeatures): Prepared {
@@ -193,7 +199,8 @@ export function prepare(req: DeliveryRequest, hop: HopFeatures): Prepared {
     return { address, params };
   });
   const utf8OnWire = NON_ASCII.test(from) || recipients.some((r) => NON_ASCII.test(r.address));
-  const verdicts = verdictMode(hop, recipients.length);
+  // LMTP has per-recipient replies of its own (RFC 2033 §4.2): no INLINE-DSN or PRDR on top.
+  const verdicts = hop.lmtp ? undefined : verdictMode(hop, recipients.length);
   const params = mailParams(req.envelope, hop, req.body.length, utf8OnWire);
   if (verdicts) params.push(verdicts);
   return {
@@ -202,6 +209,7 @@ export function prepare(req: DeliveryRequest, hop: HopFeatures): Prepared {
     local,
     drucof,
     conneg,
+    ...(hop.lmtp && { lmtp: true as const }),
   };
 }
 
@@ -299,6 +307,7 @@ export function assemble(
     if (mailRefused) r = mailRefused;
     else if (!accepted) r = outcomeReply(rcptRaw);
     else if (ad?.sequence) r = verdictOf(address, ad, f, host);
+    else if (prep.lmtp) r = lmtpOutcome(address, replies, f, host, afterRcpt);
     else r = afterRcpt;
     for (const s of states) out.set(s.address, r);
   }
@@ -330,6 +339,29 @@ export function verdictOf(address: string, ad: AfterData, f: ClientFailure | und
     return final.code >= 400 ? final : own;
   }
   return final ?? unread();
+}
+
+/**
+ * One recipient's outcome over LMTP (RFC 2033 §4.2): its own reply after the
+ * data. Before the data was sent (DATA refused, connection lost) the reply that
+ * ended the transaction stands for everyone, as over SMTP. A reply that was not
+ * read (the connection ended first, or the client could not tell whose reply is
+ * whose) is a temporary failure, never a delivery: the last recipient's reply,
+ * which nodemailer hands back as "the" reply, stands for no one else.
+ */
+export function lmtpOutcome(
+  address: string,
+  replies: TransactionReplies | undefined,
+  f: ClientFailure | undefined,
+  host: { readonly host: string; readonly port: number },
+  beforeData: Reply,
+): Reply {
+  const lines = replies?.lmtp;
+  if (!lines) return f ? beforeData : reply(451, 5, 0, `no per-recipient reply read from ${host.host}:${host.port} after the data (LMTP)`);
+  const line = lines.get(address);
+  if (line !== undefined) return outcomeReply(line);
+  if (f) return temporary(failureReply(f, host));
+  return reply(451, 5, 0, `no reply from ${host.host}:${host.port} for this recipient after the data (LMTP)`);
 }
 
 /** Why a query got no reply, when a connection failure cut it short (A3: a failed query, with its reason). */
@@ -401,7 +433,7 @@ export interface TransactionOutcome {
 
 /** Prepares and runs one transaction on an open client; never rejects. */
 export async function runTransaction(client: RelayClient, req: DeliveryRequest): Promise<TransactionOutcome> {
-  const features = hopFeatures(client.ehloLines);
+  const features: HopFeatures = client.opts.lmtp ? { ...hopFeatures(client.ehloLines), lmtp: true } : hopFeatures(client.ehloLines);
   const prep = prepare(req, features);
   const host = { host: client.opts.host, port: client.opts.port };
   const byWire = (wire: ReadonlySet<string>): Set<string> => new Set([...wire].flatMap((w) => (prep.wire.get(w) ?? []).map((s) => s.address)));

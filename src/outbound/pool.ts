@@ -15,16 +15,23 @@
  * with a TTL in memory and in the capability cache), and runs CONNEG probes
  * (`probe`: MAIL FROM:<>, RCPTs with CONNEG, RSET; protocols.md A3) whose
  * answers, like those of queries made during a delivery, go to the cache.
+ *
+ * Final hops: an LMTP hop (`transport: 'lmtp'`) is pooled like any other, its
+ * connections speaking LMTP (client.ts) and its keywords being the LHLO reply's;
+ * a Maildir hop has no connection at all: `deliver` writes the Maildirs
+ * (maildir.ts), `hopKeywords` is the empty set (it advertises neither CONNEG
+ * nor DRUCOF: the relay is the final hop and decides alone), `probe` asks no one.
  */
 import type { CapabilityCache } from '../capabilities/cache.ts';
 import { CONNEG_PARAM, queryAnswers, queryFailed } from '../capabilities/conneg-client.ts';
 import type { CapabilityAnswer } from '../model/capability.ts';
-import type { DeliveryResult, NextHop } from '../model/delivery.ts';
+import type { DeliveryResult, MaildirHop, NextHop } from '../model/delivery.ts';
 import type { Reply } from '../model/reply.ts';
 import type { Logger } from '../ops/log.ts';
 import { status } from '../smtp/status.ts';
 import { RelayClient, type ClientFailure, type ProbeReplies, type TransactionReplies, type Verdicts } from './client.ts';
 import { failureReply, hopFeatures, queryFailure, remoteMtaName, runTransaction, wireAddress, type DeliveryRequest } from './deliver.ts';
+import { deliverToMaildir } from './maildir.ts';
 
 export interface OutboundOptions {
   /** Our EHLO name. */
@@ -123,6 +130,7 @@ async function openConnection(hop: NextHop, opts: OutboundOptions): Promise<Open
         commandTimeout: opts.commandTimeout,
         tls,
         tlsVerify: opts.tlsVerify,
+        ...(hop.transport === 'lmtp' && { lmtp: true }),
       });
       try {
         await client.open();
@@ -269,6 +277,8 @@ export class OutboundPool {
 
   /** One transaction for the request's recipients. Never rejects for SMTP or network trouble. */
   deliver(req: DeliveryRequest): Promise<DeliveryOutcome> {
+    const hop = req.hop;
+    if (hop.transport === 'maildir') return this.track(() => this.deliverLocally(req, hop));
     return this.track(() => this.attempt(req));
   }
 
@@ -281,6 +291,13 @@ export class OutboundPool {
   hopKeywords(hop: NextHop): Promise<ReadonlySet<string>> {
     const mine = this.keywords.get(hop.key);
     if (mine && Date.now() - mine.at < this.ehloTtl) return Promise.resolve(mine.keywords);
+    if (hop.transport === 'maildir') {
+      // Kept like any hop's (also in the cache), so the inbound's fail-fast can read them too.
+      const none: ReadonlySet<string> = new Set();
+      if (this.closed) return Promise.reject(new Error('OutboundPool is closed'));
+      this.rememberKeywords(hop.key, none);
+      return Promise.resolve(none);
+    }
     let lookup = this.keywordLookups.get(hop.key);
     if (!lookup) {
       lookup = this.track(() => this.lookupKeywords(hop));
@@ -300,6 +317,10 @@ export class OutboundPool {
    * are cached (known 1 h, failed 5 min). Never rejects for SMTP or network trouble.
    */
   probe(hop: NextHop, recipients: readonly string[], opts: ProbeOptions = {}): Promise<Map<string, CapabilityAnswer>> {
+    if (hop.transport === 'maildir') {
+      const none = queryFailed('the next hop is a local Maildir: there is no server to ask', opts.source ?? 'conneg');
+      return Promise.resolve(new Map(recipients.map((r) => [r, none] as const)));
+    }
     return this.track(() => this.runProbe(hop, [...new Set(recipients)], opts));
   }
 
@@ -428,6 +449,23 @@ export class OutboundPool {
     }
   }
 
+  /** A Maildir hop: the relay writes the files itself (the final hop). */
+  private async deliverLocally(req: DeliveryRequest, hop: MaildirHop): Promise<DeliveryOutcome> {
+    const started = Date.now();
+    const result = await deliverToMaildir(req, hop, { hostname: this.opts.hostname });
+    this.logAttempt(req, started, result.perRecipient, { maildir: hop.dir });
+    for (const [to, file] of result.files) this.opts.log.debug({ queueId: req.envelope.id, to, file }, 'delivered into a Maildir');
+    const asked = req.recipients.filter((r) => req.perRecipient?.get(r.address)?.conneg);
+    const none = queryFailed('the next hop is a local Maildir: there is no server to ask', 'conneg');
+    return {
+      hop: result.hop,
+      ehlo: result.ehlo,
+      perRecipient: result.perRecipient,
+      dsnPassedOn: false,
+      ...(asked.length > 0 && { capabilities: new Map(asked.map((r) => [r.address, none] as const)) }),
+    };
+  }
+
   private async attempt(req: DeliveryRequest): Promise<DeliveryOutcome> {
     const started = Date.now();
     const key = req.hop.key;
@@ -489,7 +527,7 @@ export class OutboundPool {
     req: DeliveryRequest,
     started: number,
     perRecipient: ReadonlyMap<string, Reply>,
-    where: { host?: HostPort; remoteMta?: string; reused?: boolean; tls?: boolean; verdicts?: Verdicts; malformed?: string },
+    where: { host?: HostPort; remoteMta?: string; reused?: boolean; tls?: boolean; verdicts?: Verdicts; malformed?: string; maildir?: string },
   ): void {
     const rcpts = [...perRecipient].map(([to, r]) => ({ to, code: r.code, ...(r.enhanced && { enhanced: r.enhanced }) }));
     const ok = rcpts.every((r) => r.code < 400);
@@ -497,6 +535,8 @@ export class OutboundPool {
       {
         queueId: req.envelope.id,
         hop: req.hop.key,
+        ...(req.hop.transport === 'lmtp' && { protocol: 'lmtp' }),
+        ...(where.maildir && { maildir: where.maildir }),
         ...(where.host && { host: `${where.host.host}:${where.host.port}` }),
         ...(where.remoteMta && { remoteMta: where.remoteMta }),
         ...(where.reused !== undefined && { reused: where.reused }),

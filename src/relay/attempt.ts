@@ -1,12 +1,13 @@
 /**
  * One delivery attempt over every recipient of a message that is not yet final
  * (orchestration only: route → group → decide and convert (drucof.ts) →
- * deliver each variant → record). Each transaction's
+ * deliver each variant → record). A hop may be the final one (Maildir, LMTP):
+ * its 2xx makes the recipient `delivered`. Each transaction's
  * outcome is written back to Redis as soon as it is known, so a worker killed
  * mid-attempt re-sends only to recipients whose outcome was not yet recorded.
  */
 import type { Envelope } from '../model/envelope.ts';
-import type { DeliveryResult, NextHop } from '../model/delivery.ts';
+import { isFinalHop, type DeliveryResult, type NextHop } from '../model/delivery.ts';
 import { isFinal, type RecipientState } from '../model/recipient.ts';
 import { reply, type Reply } from '../model/reply.ts';
 import { status } from '../smtp/status.ts';
@@ -102,10 +103,12 @@ export async function attemptDelivery(msg: AttemptInput, deps: AttemptDeps): Pro
     const result = await deps.deliverer.deliver({ hop, envelope: msg.envelope, recipients, body: v.body, perRecipient });
     const updates = new Map<number, RecipientState>();
     const at = now();
+    const finalHop = isFinalHop(hop);
     for (const i of v.indices) {
       const r = states[i]!;
       const got = result.perRecipient.get(r.address) ?? reply(451, 4, 4, 'no reply recorded for this recipient');
-      let next = afterAttempt(r, got, { now: at, dsnPassedOn: result.dsnPassedOn, ...(result.remoteMta !== undefined && { remoteMta: result.remoteMta }) });
+      let next = afterAttempt(r, got, { now: at, dsnPassedOn: result.dsnPassedOn, finalHop, ...(result.remoteMta !== undefined && { remoteMta: result.remoteMta }) });
+      // Delivered (a Maildir, LMTP) stays delivered, converted or not: the trace says what was done.
       if (next.status === 'relayed') next = { ...next, status: relayedStatus(v, r.address, result) };
       updates.set(i, deps.annotate(r, withTrace(next, traces.get(i))));
     }

@@ -1,7 +1,8 @@
 /**
  * Outcome: a next hop's reply → the recipient's next state (Postfix smtp_trouble.c's
- * job, as a pure function). 2xx: relayed (a relay never claims `delivered`);
- * 4xx: deferred, retried; 5xx: failed. A deferred recipient past the queue
+ * job, as a pure function). 2xx: relayed — or delivered when the hop was the
+ * final one (a Maildir the relay wrote, an LMTP delivery agent): a relay never
+ * claims `delivered` for mail it only passed on; 4xx: deferred, retried; 5xx: failed. A deferred recipient past the queue
  * lifetime fails with 4.4.7, keeping the last reply it got in the text.
  */
 import { isPermanent, isPositive, reply, replyText, type Reply } from '../model/reply.ts';
@@ -11,6 +12,8 @@ export interface AttemptFacts {
   readonly now: string;
   readonly remoteMta?: string;
   readonly dsnPassedOn: boolean;
+  /** The hop was the recipient's final destination (`isFinalHop`): a 2xx is delivery, not relaying. */
+  readonly finalHop?: boolean;
 }
 
 export function afterAttempt(state: RecipientState, r: Reply, facts: AttemptFacts): RecipientState {
@@ -21,7 +24,7 @@ export function afterAttempt(state: RecipientState, r: Reply, facts: AttemptFact
     lastReply: r,
     ...(facts.remoteMta !== undefined && { remoteMta: facts.remoteMta }),
   };
-  if (isPositive(r)) return { ...withoutRetry(base), status: 'relayed', dsnPassedOn: facts.dsnPassedOn };
+  if (isPositive(r)) return { ...withoutRetry(base), status: facts.finalHop ? 'delivered' : 'relayed', dsnPassedOn: facts.dsnPassedOn };
   if (isPermanent(r)) return { ...withoutRetry(base), status: 'failed' };
   return { ...base, status: 'deferred' };
 }

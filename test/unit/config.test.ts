@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { resolve } from 'node:path';
 import { ConfigError, DEFAULT_CONFIG, loadConfig, parseConfig } from '../../src/config/load.ts';
 
 describe('config', () => {
@@ -28,6 +29,15 @@ describe('config', () => {
     [{ dns: { timeout: 0 } }, 'dns.timeout: must be between'],
     [{ dns: { timeout: 'soon' } }, 'dns.timeout: "soon" is not a duration'],
     [{ dns: { server: ['127.0.0.1'] } }, 'dns.server: unknown key'],
+    [{ routes: { 'lab.test': 'maildir:' } }, 'routes.lab.test: "maildir:" names no directory'],
+    [{ routes: { 'lab.test': 'maildir:   ' } }, 'routes.lab.test: "maildir:   " names no directory'],
+    [{ routes: { 'lmtp.test': 'lmtp:127.0.0.1' } }, 'routes.lmtp.test: "lmtp:127.0.0.1" is not lmtp:host:port (the port is required'],
+    [{ routes: { 'lmtp.test': 'lmtp:' } }, 'routes.lmtp.test: "lmtp:" is not lmtp:host:port'],
+    [{ routes: { 'lmtp.test': 'lmtp:h:70000' } }, 'routes.lmtp.test: "lmtp:h:70000" is not lmtp:host:port'],
+    [{ routes: { 'example.org': 'a:b:c' } }, 'routes.example.org: "a:b:c" is not host:port, lmtp:host:port or maildir:DIR'],
+    [{ routes: { 'example.org': 'smtp:h:25' } }, 'routes.example.org: "smtp:h:25" is not host:port, lmtp:host:port or maildir:DIR'],
+    [{ routes: { 'example.org': 25 } }, 'routes.example.org: '],
+    [{ smarthost: 'maildir:var/mail' }, 'smarthost: "maildir:var/mail" is not host:port'],
   ])('rejects %o naming the key path', (raw, message) => {
     expect(() => parseConfig(raw)).toThrow(ConfigError);
     expect(() => parseConfig(raw)).toThrow(message);
@@ -45,6 +55,29 @@ describe('config', () => {
     expect(parseConfig({}).dns).toEqual({ timeout: 5000, srv: true });
     const c = parseConfig({ dns: { servers: ['127.0.0.1:5353', '10.0.0.1', '[::1]:53', 'fe80::1'], timeout: '500ms', srv: false } });
     expect(c.dns).toEqual({ servers: ['127.0.0.1:5353', '10.0.0.1:53', '[::1]:53', '[fe80::1]:53'], timeout: 500, srv: false });
+  });
+
+  it('routes: host:port (SMTP, port 25 by default), lmtp:host:port, maildir:DIR resolved against the working directory', () => {
+    const c = parseConfig({
+      routes: {
+        'example.org': '10.0.0.5:25',
+        'bare.test': 'mx.bare.test',
+        'v6.test': '[2001:db8::1]:2525',
+        'lmtp.test': 'lmtp:127.0.0.1:24',
+        'LMTP6.test': 'LMTP:[::1]:2424',
+        'lab.test': 'maildir:var/lab/mail',
+        'abs.test': ' maildir:/srv/mail ',
+      },
+    });
+    expect(c.routes).toEqual({
+      'example.org': { transport: 'smtp', host: '10.0.0.5', port: 25 },
+      'bare.test': { transport: 'smtp', host: 'mx.bare.test', port: 25 },
+      'v6.test': { transport: 'smtp', host: '2001:db8::1', port: 2525 },
+      'lmtp.test': { transport: 'lmtp', host: '127.0.0.1', port: 24 },
+      'LMTP6.test': { transport: 'lmtp', host: '::1', port: 2424 },
+      'lab.test': { transport: 'maildir', dir: resolve('var/lab/mail') },
+      'abs.test': { transport: 'maildir', dir: '/srv/mail' },
+    });
   });
 
   it('parses durations and sizes with units', () => {

@@ -3,7 +3,9 @@ import { describe, expect, it } from 'vitest';
 import type { Envelope } from '../../src/model/envelope.ts';
 import type { RecipientState } from '../../src/model/recipient.ts';
 import { reply } from '../../src/model/reply.ts';
-import { groupByAction, markDelayWarned, reportsDue, type DelayTracked, type DsnAction } from '../../src/dsn/notify.ts';
+import { actionOf, groupByAction, markDelayWarned, reportsDue, type DelayTracked, type DsnAction, type ReportItem } from '../../src/dsn/notify.ts';
+import { renderReport } from '../../src/dsn/report.ts';
+import { simpleParser } from 'mailparser';
 
 const NOW = Date.parse('2026-11-23T12:00:00Z');
 const HOUR = 3_600_000;
@@ -36,6 +38,8 @@ interface Row {
   readonly env?: Partial<Envelope>;
   readonly delayWarningMs?: number;
   readonly expected: DsnAction | undefined;
+  /** The RFC 3464 action (`actionOf`) when it differs from the owed report kept in `reportOwed`. */
+  readonly reported?: DsnAction;
 }
 
 const rows: Row[] = [
@@ -77,17 +81,27 @@ const rows: Row[] = [
   { name: 'relayed: from deferred', before: rcpt({ status: 'deferred', notify: ['SUCCESS'] }), after: rcpt({ status: 'relayed', notify: ['SUCCESS'] }), expected: 'relayed' },
   { name: 'relayed: relayed-with-drucof counts as relayed', after: rcpt({ status: 'relayed-with-drucof', notify: ['SUCCESS'] }), expected: 'relayed' },
   { name: 'relayed: converted-and-relayed counts as relayed', after: rcpt({ status: 'converted-and-relayed', notify: ['SUCCESS'] }), expected: 'relayed' },
-  { name: 'relayed: a relay never claims delivered', after: rcpt({ status: 'delivered', notify: ['SUCCESS'] }), expected: 'relayed' },
+  { name: 'relayed: converted-and-relayed is reported relayed, never delivered', after: rcpt({ status: 'converted-and-relayed', notify: ['SUCCESS'], dsnPassedOn: false }), expected: 'relayed', reported: 'relayed' },
+  // delivered (the relay was the final hop: a Maildir, an LMTP agent): owed as the success report, reported as delivered
+  { name: 'delivered: newly delivered, SUCCESS → a delivered report', after: rcpt({ status: 'delivered', notify: ['SUCCESS'], dsnPassedOn: false, lastReply: ok }), expected: 'relayed', reported: 'delivered' },
+  { name: 'delivered: from deferred', before: rcpt({ status: 'deferred', notify: ['SUCCESS', 'FAILURE'] }), after: rcpt({ status: 'delivered', notify: ['SUCCESS', 'FAILURE'] }), expected: 'relayed', reported: 'delivered' },
+  { name: 'delivered: an LMTP agent that took the DSN request on reports itself → nothing', after: rcpt({ status: 'delivered', notify: ['SUCCESS'], dsnPassedOn: true }), expected: undefined },
+  { name: 'delivered: no NOTIFY → nothing', after: rcpt({ status: 'delivered' }), expected: undefined },
+  { name: 'delivered: already delivered before → nothing', before: rcpt({ status: 'delivered', notify: ['SUCCESS'] }), after: rcpt({ status: 'delivered', notify: ['SUCCESS'] }), expected: undefined },
+  { name: 'delivered: null sender → nothing', after: rcpt({ status: 'delivered', notify: ['SUCCESS'] }), env: { mailFrom: '' }, expected: undefined },
   { name: 'relayed: null sender → nothing', after: rcpt({ status: 'relayed', notify: ['SUCCESS'] }), env: { mailFrom: '' }, expected: undefined },
   // nothing happened
   { name: 'queued stays queued → nothing', after: rcpt({ notify: ['SUCCESS', 'FAILURE', 'DELAY'] }), expected: undefined },
 ];
 
 describe('reportsDue', () => {
-  it.each(rows)('$name', ({ before, after, env, delayWarningMs, expected }) => {
+  it.each(rows)('$name', ({ before, after, env, delayWarningMs, expected, reported }) => {
     const items = reportsDue(envelope(env), before ? [before] : [], [after], { delayWarningMs: delayWarningMs ?? 4 * HOUR, now: NOW });
     if (expected === undefined) expect(items).toEqual([]);
-    else expect(items).toEqual([{ index: 0, recipient: after, action: expected }]);
+    else {
+      expect(items).toEqual([{ index: 0, recipient: after, action: expected }]);
+      expect(actionOf(items[0]!)).toBe(reported ?? expected);
+    }
   });
 
   it('reports each recipient with its index, in recipient order, across actions', () => {
@@ -117,6 +131,44 @@ describe('reportsDue', () => {
       ['delayed', [2]],
       ['relayed', [1]],
     ]);
+  });
+
+  it('delivered and relayed recipients of one message get separate success reports (delivered first)', () => {
+    const before = [rcpt({ address: 'a@x.test', notify: ['SUCCESS'] }), rcpt({ address: 'b@x.test', notify: ['SUCCESS'] }), rcpt({ address: 'c@x.test', notify: ['SUCCESS'] })];
+    const after = [
+      { ...before[0]!, status: 'relayed', dsnPassedOn: false },
+      { ...before[1]!, status: 'delivered', dsnPassedOn: false },
+      { ...before[2]!, status: 'failed', lastReply: perm },
+    ] satisfies RecipientState[];
+    const items = reportsDue(envelope(), before, after, { delayWarningMs: HOUR, now: NOW });
+    expect(items.map((i) => [i.index, i.action, actionOf(i)])).toEqual([
+      [0, 'relayed', 'relayed'],
+      [1, 'relayed', 'delivered'],
+    ]);
+    expect(groupByAction(items).map((g) => [g.action, g.items.map((i) => i.index)])).toEqual([
+      ['delivered', [1]],
+      ['relayed', [0]],
+    ]);
+  });
+
+  it('renders a delivered report: Action delivered, Status 2.x.x, no Remote-MTA for a Maildir, headers returned', async () => {
+    const r = rcpt({ status: 'delivered', notify: ['SUCCESS'], dsnPassedOn: false, lastReply: reply(250, 0, 0, '<r@example.org> delivered to its Maildir'), lastAttemptAt: '2026-11-23T11:59:00Z' });
+    const original = Buffer.from('Subject: hi\r\nMessage-ID: <m1@example.com>\r\n\r\nbody\r\n');
+    // As the worker hands it over: the owed report kept in reportOwed.
+    const item: ReportItem = { index: 0, recipient: r, action: 'relayed' };
+    const report = await renderReport({ reportingMta: 'relay.test', envelope: envelope(), items: [item], originalMessage: original, now: new Date(NOW) });
+    const mail = await simpleParser(report.raw, { keepDeliveryStatus: true });
+    expect(mail.subject).toBe('Delivery Status Notification (Success)');
+    expect(mail.text).toContain('delivered to the mailbox');
+    const ds = mail.attachments.find((a) => a.contentType === 'message/delivery-status')!.content.toString('latin1');
+    expect(ds).toContain('Action: delivered\r\nStatus: 2.0.0\r\n');
+    expect(ds).not.toContain('Remote-MTA');
+    expect(mail.attachments.map((a) => a.contentType)).toEqual(['message/delivery-status', 'text/rfc822-headers']);
+    // The item may also say delivered itself.
+    const direct = await renderReport({ reportingMta: 'relay.test', envelope: envelope(), items: [{ ...item, action: 'delivered' }], originalMessage: original, now: new Date(NOW) });
+    expect(direct.raw.toString('latin1')).toContain('Action: delivered');
+    // A report does not mix actions.
+    await expect(renderReport({ reportingMta: 'relay.test', envelope: envelope(), items: [item, { index: 1, recipient: rcpt({ status: 'relayed' }), action: 'relayed' }], originalMessage: original, now: new Date(NOW) })).rejects.toThrow(/share an action/);
   });
 
   it('warns of a delay only once: markDelayWarned sets the flag that stops the next warning', () => {

@@ -30,6 +30,23 @@ describe('afterAttempt', () => {
   });
 });
 
+describe('afterAttempt at a final hop (Maildir, LMTP)', () => {
+  const final = { ...facts, dsnPassedOn: false, finalHop: true };
+  it.each([
+    [reply(250, 0, 0, 'delivered'), 'delivered'],
+    [reply(452, 3, 1, 'mail system full'), 'deferred'],
+    [reply(550, 1, 3, 'bad local part'), 'failed'],
+  ] as const)('%o → %s', (r, status) => expect(afterAttempt(newRecipient('a@b.test'), r, final).status).toBe(status));
+
+  it('delivered is final and keeps dsnPassedOn as the hop gave it', () => {
+    const s = afterAttempt({ ...newRecipient('a@b.test'), status: 'deferred', nextAttemptAt: 'x', attempts: 1 }, reply(250, 0, 0, 'ok'), final);
+    expect(s).toMatchObject({ status: 'delivered', attempts: 2, dsnPassedOn: false });
+    expect(s.nextAttemptAt).toBeUndefined();
+  });
+
+  it('a hop that is not final still only relays', () => expect(afterAttempt(newRecipient('a@b.test'), reply(250, 0, 0, 'ok'), { ...facts, finalHop: false }).status).toBe('relayed'));
+});
+
 describe('expired', () => {
   it('fails with 4.4.7 and keeps the last reply in the text', () => {
     const s = expired({ ...newRecipient('a@b.test'), status: 'deferred', lastReply: reply(451, 4, 1, 'refused') }, '5 days');

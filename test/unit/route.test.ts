@@ -1,9 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { groupByHop } from '../../src/relay/group.ts';
-import { mxHop, routeFor } from '../../src/relay/route.ts';
+import { mxHop, routeFor, routeHop } from '../../src/relay/route.ts';
+import { isFinalHop } from '../../src/model/delivery.ts';
+import { parseConfig } from '../../src/config/load.ts';
 
 const smarthost = { host: '10.0.0.1', port: 2526 };
-const routes = { 'example.org': { host: 'org-hop', port: 25 }, '.sub.example.com': { host: 'sub-hop', port: 2525 } };
+const routes = { 'example.org': { transport: 'smtp', host: 'org-hop', port: 25 }, '.sub.example.com': { transport: 'smtp', host: 'sub-hop', port: 2525 } } as const;
 
 describe('routeFor', () => {
   it.each([
@@ -19,6 +21,42 @@ describe('routeFor', () => {
 
   it('uses MX when configured and nothing else matches', () => expect(routeFor('a@other.net', { routes: {}, mx: true })).toEqual({ kind: 'mx', domain: 'other.net' }));
   it('has no route when nothing is configured', () => expect(routeFor('a@other.net', { routes: {}, mx: false })).toEqual({ kind: 'none' }));
+});
+
+describe('final-hop routes (maildir:, lmtp:)', () => {
+  const config = parseConfig({
+    smarthost: '10.0.0.1:2526',
+    routes: { 'example.org': '10.0.0.5:25', 'lab.test': 'maildir:/srv/lab/mail', '.lab.test': 'maildir:/srv/lab/mail', 'lmtp.test': 'lmtp:127.0.0.1:24', 'v6.test': 'lmtp:[::1]:2424' },
+  });
+  const hopOf = (address: string) => {
+    const r = routeFor(address, config);
+    if (r.kind !== 'hop') throw new Error(`no hop for ${address}`);
+    return r.hop;
+  };
+
+  it('an SMTP route keeps its key and is not final', () => {
+    expect(hopOf('a@example.org')).toEqual({ key: 'route:10.0.0.5:25', hosts: [{ host: '10.0.0.5', port: 25 }] });
+    expect(isFinalHop(hopOf('a@example.org'))).toBe(false);
+  });
+
+  it('a maildir route is a Maildir hop with no hosts, final; subdomains through `.lab.test`', () => {
+    expect(hopOf('a@LAB.test')).toEqual({ key: 'route:maildir:/srv/lab/mail', transport: 'maildir', dir: '/srv/lab/mail', hosts: [] });
+    expect(hopOf('a@x.lab.test').key).toBe('route:maildir:/srv/lab/mail');
+    expect(isFinalHop(hopOf('a@lab.test'))).toBe(true);
+  });
+
+  it('an lmtp route is an LMTP hop with its own key (never pooled with SMTP to the same address), final', () => {
+    expect(hopOf('a@lmtp.test')).toEqual({ key: 'route:lmtp:127.0.0.1:24', transport: 'lmtp', hosts: [{ host: '127.0.0.1', port: 24 }] });
+    expect(hopOf('a@v6.test').hosts).toEqual([{ host: '::1', port: 2424 }]);
+    expect(isFinalHop(hopOf('a@lmtp.test'))).toBe(true);
+  });
+
+  it('the smarthost and MX hops are never final', () => {
+    expect(isFinalHop(hopOf('a@elsewhere.test'))).toBe(false);
+    expect(isFinalHop(mxHop('d.test', []))).toBe(false);
+  });
+
+  it('a hand-written route without a transport is SMTP', () => expect(routeHop({ host: 'h', port: 26 })).toEqual({ key: 'route:h:26', hosts: [{ host: 'h', port: 26 }] }));
 });
 
 describe('mxHop', () => {
