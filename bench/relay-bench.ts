@@ -201,6 +201,10 @@ async function runOnce(cell: Cell, prefix: string): Promise<RunFigures> {
     died();
     const cpu0 = { relay: cpuSeconds(relay.pid), redis: cpuSeconds(redis.pid), self: selfCpu(), machine: machineBusySeconds(), at: performance.now() };
     const cmds0 = await redis.commandCalls();
+    // A live count on a terminal (a cell takes tens of seconds); nothing when the output is redirected.
+    const ticker = process.stderr.isTTY
+      ? setInterval(() => process.stderr.write(`\r  ${cell.name}: ${sink.deliveries()} recipient deliveries so far`), 500)
+      : undefined;
     const load = await runLoad({
       port: relay.port,
       sessions,
@@ -211,6 +215,10 @@ async function runOnce(cell: Cell, prefix: string): Promise<RunFigures> {
     });
     const expected = load.accepted.length * cell.recipients;
     const complete = await sink.waitForDeliveries(expected, 120_000);
+    if (ticker) {
+      clearInterval(ticker);
+      process.stderr.write('\r\x1b[K');
+    }
     const end = sink.lastDeliveryAt();
     died();
     const cpu1 = { relay: cpuSeconds(relay.pid), redis: cpuSeconds(redis.pid), self: selfCpu(), machine: machineBusySeconds(), at: performance.now() };
