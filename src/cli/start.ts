@@ -3,11 +3,19 @@
  * one process listens and delivers; `listen` and `work` run one half each, against
  * the same Redis. SIGTERM/SIGINT: stop accepting, finish what is in flight within
  * `shutdownTimeout`, then leave the rest queued (it is re-run on the next start).
+ *
+ * With `http.listen` set, the process also serves `/metrics`, `/healthz`,
+ * `/readyz` (and the dashboard with `http.dashboard: true`) from ops/http.ts, over
+ * its own Redis connection; metrics are per process (each of `listen` and `work`
+ * serves its own, on its own port). Without it no metrics are kept at all.
  */
 import { hostname as osHostname } from 'node:os';
 import type { RelayConfig } from '../config/schema.ts';
-import { createInbound } from '../inbound/index.ts';
+import { createInbound, type Inbound } from '../inbound/index.ts';
 import { createLogger, type Logger } from '../ops/log.ts';
+import { noMetrics, PromMetrics, storeQueueProbe, type Metrics } from '../ops/metrics.ts';
+import { readinessCheck, startOpsServer } from '../ops/http.ts';
+import { DashboardRecords, dashboardSource } from '../ops/dashboard.ts';
 import { chooseRedis } from '../ops/redis-embedded.ts';
 import { OutboundPool } from '../outbound/index.ts';
 import { connectForListener, connectForWorker } from '../queue/redis.ts';
@@ -30,6 +38,8 @@ export interface Roles {
 
 export interface RunningRelay {
   readonly listening?: { host: string; port: number };
+  /** Where the ops HTTP endpoint listens (`http.listen`). */
+  readonly http?: { host: string; port: number };
   stop(): Promise<void>;
 }
 
@@ -38,6 +48,12 @@ export async function runRelay(config: RelayConfig, roles: Roles, log: Logger = 
   const redisChoice = await chooseRedis({ url: config.redis.url, ...config.redis.embedded, log });
   const stops: (() => Promise<unknown>)[] = [];
   let listening: { host: string; port: number } | undefined;
+  let inbound: Inbound | undefined;
+
+  // The ops endpoint's own connection (fails fast, like the listener's): PING for
+  // readiness, queue counts at scrape time, the dashboard's reads.
+  const ops = config.http.listen ? opsReader(redisChoice.url, config.redis.prefix) : undefined;
+  const metrics: Metrics = ops?.metrics ?? noMetrics;
 
   if (!config.smarthost && Object.keys(config.routes).length === 0 && !config.mx && roles.work) {
     log.warn('no next hop configured: set RELAY_SMARTHOST, `routes` or `mx: true`; mail will stay deferred');
@@ -52,8 +68,13 @@ export async function runRelay(config: RelayConfig, roles: Roles, log: Logger = 
     const cache = new CapabilityCache(workerRedis, { prefix: config.redis.prefix, onError: (err, op) => log.warn({ err, op }, 'capability cache unavailable') });
     const pool = new OutboundPool({ hostname, ...config.delivery, cache, log: log.child({ stage: 'outbound' }) });
     const dns = createDns(config.dns);
-    const drucof = drucofPorts(config, { pool, cache, engine, dns }, hostname);
-    const worker = createRelayWorker({ config, store, connection: workerRedis, deliverer: pool, drucof, resolveMx: (d) => dns.resolveMx(d), hostname, log: log.child({ stage: 'relay' }) });
+    const records = new DashboardRecords(workerRedis, config.redis.prefix);
+    const drucof: DrucofPorts = {
+      ...drucofPorts(config, { pool, cache, engine, dns }, hostname),
+      metrics,
+      noteDecisions: (notes) => records.noteDecisions(notes).catch((err: unknown) => log.debug({ err: (err as Error).message }, 'recent decisions not recorded')),
+    };
+    const worker = createRelayWorker({ config, store, connection: workerRedis, deliverer: pool, drucof, resolveMx: (d) => dns.resolveMx(d), hostname, log: log.child({ stage: 'relay' }), metrics });
     log.info({ redis: redisChoice.url, prefix: config.redis.prefix, concurrency: config.queue.concurrency }, 'drucof-relay working');
     stops.push(async () => {
       const graceful = worker.close();
@@ -70,18 +91,30 @@ export async function runRelay(config: RelayConfig, roles: Roles, log: Logger = 
 
   if (roles.listen) {
     const listenerRedis = connectForListener(redisChoice.url);
-    listenerRedis.on('error', () => {}); // reported per transaction as 451
+    listenerRedis.on('error', () => metrics.redisError('listener')); // reported per transaction as 451
     const store = new MessageStore(listenerRedis, config.redis.prefix);
     const cache = new CapabilityCache(listenerRedis, { prefix: config.redis.prefix });
     const capabilities = answerConneg(config.capabilities, cache);
     // DRUCOF recipients the worker would certainly fail are refused inline instead (issue 6 §5).
     const failFast = drucofFailFast({ config, cache, engine, log: log.child({ stage: 'inbound' }) });
-    const inbound = createInbound({ config, store, log: log.child({ stage: 'inbound' }), hostname, extensions: config.extensions, capabilities, verdictSources: [failFast] });
-    listening = await inbound.listen();
+    const records = new DashboardRecords(listenerRedis, config.redis.prefix);
+    inbound = createInbound({
+      config,
+      store,
+      log: log.child({ stage: 'inbound' }),
+      hostname,
+      extensions: config.extensions,
+      capabilities,
+      verdictSources: [failFast],
+      metrics,
+      noteStored: (id) => records.noteStored(id).catch((err: unknown) => log.debug({ err: (err as Error).message }, 'recent message not recorded')),
+    });
+    const listener = inbound;
+    listening = await listener.listen();
     log.info({ ...listening, redis: redisChoice.url, prefix: config.redis.prefix }, 'drucof-relay listening');
     // Stop accepting first, so nothing new arrives while deliveries drain.
     stops.unshift(async () => {
-      await inbound.close(config.shutdownTimeout);
+      await listener.close(config.shutdownTimeout);
       await store.close();
       listenerRedis.disconnect();
     });
@@ -94,7 +127,56 @@ export async function runRelay(config: RelayConfig, roles: Roles, log: Logger = 
       await redisChoice.stop();
       log.info('drucof-relay stopped');
     })());
-  return { ...(listening && { listening }), stop };
+
+  let http: { host: string; port: number } | undefined;
+  if (ops && config.http.listen) {
+    const listener = inbound;
+    const server = await startOpsServer({
+      listen: config.http.listen,
+      metrics: ops.metrics,
+      readiness: readinessCheck({ ping: () => ops.redis.ping(), ...(listener && { listening: () => listener.listening() }) }),
+      ...(config.http.dashboard && {
+        dashboard: dashboardSource({
+          store: ops.store,
+          records: new DashboardRecords(ops.redis, config.redis.prefix),
+          probe: ops.probe,
+          conversionStats: () => ops.metrics.conversionStats(),
+        }),
+      }),
+      log: log.child({ stage: 'http' }),
+    }).catch(async (err: unknown) => {
+      stops.push(() => ops.close());
+      await stop();
+      throw err;
+    });
+    http = server.address;
+    log.info({ ...http, dashboard: config.http.dashboard }, 'ops http listening');
+    // Last: /readyz answers 503 while the listener drains.
+    stops.push(async () => {
+      await server.close();
+      await ops.close();
+    });
+  }
+  return { ...(listening && { listening }), ...(http && { http }), stop };
+}
+
+/** The ops endpoint's Redis connection, store view and metrics registry. */
+function opsReader(url: string, prefix: string) {
+  const redis = connectForListener(url);
+  redis.on('error', () => {}); // readiness says so
+  const store = new MessageStore(redis, prefix);
+  const probe = storeQueueProbe(store);
+  const metrics = new PromMetrics({ queue: probe });
+  return {
+    redis,
+    store,
+    probe,
+    metrics,
+    close: async () => {
+      await store.close().catch(() => {});
+      redis.disconnect();
+    },
+  };
 }
 
 /** Runs until SIGTERM/SIGINT, then shuts down gracefully and exits. */

@@ -21,6 +21,7 @@ import type { RecipientState } from '../model/recipient.ts';
 import type { Reply } from '../model/reply.ts';
 import { replyText } from '../model/reply.ts';
 import type { Logger } from '../ops/log.ts';
+import type { Metrics } from '../ops/metrics.ts';
 import { StoreUnavailableError, type MessageStore } from '../queue/store.ts';
 import { newQueueId } from '../queue/queue-id.ts';
 import { status } from '../smtp/status.ts';
@@ -37,6 +38,14 @@ export interface ReceiveDeps {
   readonly maxMessageSize: number;
   /** Per-recipient verdicts after the data (no sources: everyone accepts). */
   readonly verdicts?: VerdictEngine;
+  /** Messages accepted/refused by reply class, recipients failed at once by a verdict; default: nothing. */
+  readonly metrics?: Pick<Metrics, 'messageReceived' | 'recipientFinal'>;
+  /**
+   * Told the queue id of each message stored, after it is stored (the dashboard's
+   * list of recent messages). Not awaited: the reply never waits for it, and a
+   * failure is the port's to report.
+   */
+  readonly noteStored?: (id: string) => Promise<void>;
 }
 
 export interface ReceiveInput {
@@ -197,9 +206,15 @@ export async function measureMessage(data: Buffer, parts: boolean): Promise<Mess
  * The DATA phase after the 354: read, check size, judge, trace, store. Resolves
  * with the replies to send after the final dot — one, or the 353 sequence —
  * (never rejects for a store failure; rejects only when the message could not
- * be read at all).
+ * be read at all). Counts the message by the class of its final reply.
  */
 export async function receive(input: ReceiveInput, deps: ReceiveDeps): Promise<Reply[]> {
+  const replies = await receiveData(input, deps);
+  deps.metrics?.messageReceived(replies[replies.length - 1]!.code);
+  return replies;
+}
+
+async function receiveData(input: ReceiveInput, deps: ReceiveDeps): Promise<Reply[]> {
   const { tx, client } = input;
   const started = Date.now();
   const recipients = recipientStates(tx);
@@ -269,6 +284,14 @@ export async function receive(input: ReceiveInput, deps: ReceiveDeps): Promise<R
   try {
     await deps.store.enqueue(envelope, states, body);
     replies = plan.replies(id);
+    for (const r of states) if (r.status === 'failed') deps.metrics?.recipientFinal('failed');
+    if (deps.noteStored) {
+      try {
+        void deps.noteStored(id).catch(() => {});
+      } catch {
+        // Only the dashboard's list: never worth the reply.
+      }
+    }
   } catch (err) {
     // Nothing was said per recipient yet: one reply for the whole transaction.
     replies = [err instanceof StoreUnavailableError ? status.storageUnavailable() : status.localError()];

@@ -17,6 +17,7 @@ import { registryLookup } from '../capabilities/registry.ts';
 import type { CapabilityLookup } from '../model/capability.ts';
 import { reply, type Reply } from '../model/reply.ts';
 import type { Logger } from '../ops/log.ts';
+import { noMetrics, type Metrics } from '../ops/metrics.ts';
 import type { MessageStore } from '../queue/store.ts';
 import { connegLines } from '../smtp/conneg.ts';
 import { status } from '../smtp/status.ts';
@@ -58,6 +59,10 @@ export interface InboundOptions {
   readonly verdictSources?: readonly VerdictSource[];
   /** Longest wait for a CONNEG answer before answering "not known" (default 5 s). */
   readonly capabilityTimeoutMs?: number;
+  /** Sessions (opened, open), messages by reply class, recipients failed after the data; default: nothing. */
+  readonly metrics?: Pick<Metrics, 'sessionOpened' | 'sessionClosed' | 'messageReceived' | 'recipientFinal'>;
+  /** Told the queue id of every message stored (the dashboard's recent messages); not awaited. */
+  readonly noteStored?: (id: string) => Promise<void>;
 }
 
 /** EHLO keywords of our extensions, in A1's order. */
@@ -103,6 +108,8 @@ export function connegReply(base: Reply, address: string, expression: string | u
 export interface Inbound {
   /** Starts listening on `config.listen` (port 0: any free port) and returns the real address. */
   listen(): Promise<{ host: string; port: number }>;
+  /** Whether the listening socket is open (false before `listen()` and once `close()` began): readiness. */
+  listening(): boolean;
   /**
    * Stops accepting, ends idle sessions with `421 4.4.2`, lets transactions in
    * flight finish for up to `timeoutMs`, then ends the rest with 421 too.
@@ -118,6 +125,8 @@ export class RelaySMTPServer extends SMTPServer {
    * client that never closes its side), so shutdown needs this to be bounded.
    */
   readonly live = new Set<RelaySMTPConnection>();
+  /** Counts sessions: one per accepted connection, open until its socket closes. */
+  metrics: Pick<Metrics, 'sessionOpened' | 'sessionClosed'> = noMetrics;
 
   constructor(
     options: SMTPServerOptions,
@@ -130,7 +139,11 @@ export class RelaySMTPServer extends SMTPServer {
     const connection = new RelaySMTPConnection(this, socket, socketOptions).attach(this.settings);
     this.connections.add(connection);
     this.live.add(connection);
-    connection.once('socket-closed', () => this.live.delete(connection));
+    this.metrics.sessionOpened();
+    connection.once('socket-closed', () => {
+      this.live.delete(connection);
+      this.metrics.sessionClosed();
+    });
     connection.on('error', (err: Error) => this._onError(err));
     connection.on('connect', (data) => this._onClientConnect(data));
     connection.init();
@@ -285,7 +298,15 @@ export function createInbound(opts: InboundOptions): Inbound {
         }
         receive(
           { stream, tx, client: clientIdentity(session), esmtp: session.openingCommand === 'EHLO', secure: session.secure },
-          { store, log, hostname, maxMessageSize: limits.maxMessageSize, verdicts },
+          {
+            store,
+            log,
+            hostname,
+            maxMessageSize: limits.maxMessageSize,
+            verdicts,
+            ...(opts.metrics && { metrics: opts.metrics }),
+            ...(opts.noteStored && { noteStored: opts.noteStored }),
+          },
         ).then(
           (replies) => conn.answerData(replies, cb),
           (err: unknown) => {
@@ -298,6 +319,7 @@ export function createInbound(opts: InboundOptions): Inbound {
     },
     settings,
   );
+  if (opts.metrics) server.metrics = opts.metrics;
   server.on('error', (err: Error & { code?: string }) => {
     log.debug({ err: err.message, code: err.code }, 'connection error');
   });
@@ -316,6 +338,10 @@ export function createInbound(opts: InboundOptions): Inbound {
           } else reject(new Error('listener has no address'));
         });
       });
+    },
+
+    listening() {
+      return !draining && server.server.listening;
     },
 
     async close(timeoutMs) {

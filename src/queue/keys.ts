@@ -13,6 +13,10 @@ export function keys(prefix: string) {
     message: (id: string) => `${prefix}:msg:${id}`,
     /** Set of queue ids on hold: their job is removed until released (Postfix's hold queue). */
     held: `${prefix}:held`,
+    /** Capped list (newest first, LPUSH + LTRIM) of recent DRUCOF decisions as JSON, for the dashboard; written by every worker. */
+    recentDecisions: `${prefix}:recent-decisions`,
+    /** Capped list (newest first) of the queue ids of recently accepted messages, for the dashboard; written by every listener. */
+    recentMessages: `${prefix}:recent-messages`,
   };
 }
 

@@ -14,8 +14,10 @@ import type { FeatureSet } from '../model/feature-set.ts';
 import type { ConversionPlan, ConversionRecord, PlanSummary } from '../model/plan.ts';
 import { OMIT_LOSS } from '../model/plan.ts';
 import type { DrucofTrace, RecipientState } from '../model/recipient.ts';
-import type { Reply } from '../model/reply.ts';
+import type { Decision, DecisionBranch } from '../model/decision.ts';
+import { replyText, type Reply } from '../model/reply.ts';
 import type { Logger } from '../ops/log.ts';
+import type { Metrics } from '../ops/metrics.ts';
 import { parseFeatureSet } from '../capabilities/feature-set/index.ts';
 import type { RunResult } from '../conversion/run.ts';
 import { decide, noPlan, type PlanVerdict } from './decide.ts';
@@ -26,6 +28,35 @@ export interface DrucofPorts {
   readonly capabilities: (hop: NextHop, hopEhlo: ReadonlySet<string>, recipients: readonly string[]) => Promise<ReadonlyMap<string, CapabilityAnswer>>;
   readonly plan: (message: Buffer, target: FeatureSet) => Promise<ConversionPlan>;
   readonly convert: (message: Buffer, plan: ConversionPlan) => Promise<RunResult>;
+  /** Counts decisions (per recipient) and conversions (per part, once per conversion run); default: nothing. */
+  readonly metrics?: Pick<Metrics, 'decision' | 'conversion' | 'conversionFailed'>;
+  /**
+   * Keeps a transaction's decisions for the dashboard (cli/start.ts: a capped Redis
+   * list, so every worker's decisions show wherever the dashboard runs). Not
+   * awaited; a failure is the port's to report and never touches the delivery.
+   */
+  readonly noteDecisions?: (notes: readonly DecisionNote[]) => Promise<void>;
+}
+
+/** One DRUCOF decision as the dashboard shows it (JSON; every string in it may come from mail or a next hop). */
+export interface DecisionNote {
+  /** ISO 8601. */
+  readonly at: string;
+  readonly queueId: string;
+  readonly recipient: string;
+  readonly branch: DecisionBranch;
+  readonly action: Decision['action'];
+  /** The next hop's key. */
+  readonly hop: string;
+  readonly hopExtensions: readonly string[];
+  /** The capabilities used: kind, source, expression or why none. */
+  readonly capabilities: Readonly<Record<string, string>>;
+  /** What the recipient is sent: `original`, `original, DRUCOF passed on`, or the converted parts (`2 sharp/png-to-jpeg`). */
+  readonly variant?: string;
+  /** The conversion's total loss, when converted. */
+  readonly loss?: number;
+  /** The reply the recipient is failed or deferred with, when not sent. */
+  readonly result?: string;
 }
 
 /** The message as the sender wrote it. */
@@ -74,9 +105,11 @@ export class MessageVariants {
       v = this.ports.convert(this.body, plan).then((r): Converted | Reply => {
         const ms = Date.now() - started;
         if (!r.ok) {
+          this.ports.metrics?.conversionFailed();
           this.log.warn({ queueId: this.queueId, variant: key, ms, result: r.reply }, 'conversion failed');
           return r.reply;
         }
+        for (const p of r.record.parts) this.ports.metrics?.conversion(p.omitted ? 'omit' : p.chain.join('>'), p.loss);
         this.log.info(
           { queueId: this.queueId, variant: key, ms, loss: r.record.loss, bytes: r.message.length, parts: r.record.parts.map((p) => `${p.path} ${p.omitted ? 'omitted' : p.chain.join(' > ')}`) },
           'message converted',
@@ -149,7 +182,7 @@ export async function chooseVariants(
   t: { readonly hop: NextHop; readonly hopEhlo: ReadonlySet<string>; readonly indices: readonly number[] },
   states: readonly RecipientState[],
   message: MessageVariants,
-  ports: Pick<DrucofPorts, 'capabilities'>,
+  ports: Pick<DrucofPorts, 'capabilities' | 'metrics' | 'noteDecisions'>,
   log: Logger,
 ): Promise<TransactionChoice> {
   const { hop, hopEhlo } = t;
@@ -170,6 +203,7 @@ export async function chooseVariants(
   const answers = await ports.capabilities(hop, hopEhlo, asking.map((i) => states[i]!.address));
   const hopExtensions = (['CONNEG', 'DRUCOF'] as const).filter((k) => hopEhlo.has(k));
   const at = new Date().toISOString();
+  const notes: DecisionNote[] = [];
 
   await Promise.all(
     asking.map(async (i) => {
@@ -206,6 +240,25 @@ export async function chooseVariants(
       if (d.action === 'fail') unsent.set(i, isTransient(capability) ? capability.reply : d.reply);
       else if (d.action === 'relay-with-drucof') send(ORIGINAL, message.body, i, { passOn: r.address });
       else if (converted) send(converted.key, converted.body, i, converted.record ? { conversion: converted.record } : {});
+      ports.metrics?.decision(d.branch);
+      const result = unsent.get(i);
+      notes.push({
+        at,
+        queueId: message.queueId,
+        recipient: r.address,
+        branch: d.branch,
+        action: d.action,
+        hop: hop.key,
+        hopExtensions,
+        capabilities: describeAnswer(capability),
+        ...(result
+          ? { result: replyText(result) }
+          : d.action === 'relay-with-drucof'
+            ? { variant: `${ORIGINAL}, DRUCOF passed on` }
+            : converted?.record
+              ? { variant: describeConversion(converted.record), loss: converted.record.loss }
+              : { variant: ORIGINAL }),
+      });
       log.info(
         {
           queueId: message.queueId,
@@ -221,7 +274,19 @@ export async function chooseVariants(
       );
     }),
   );
+  if (notes.length > 0 && ports.noteDecisions) {
+    try {
+      void ports.noteDecisions(notes).catch(() => {});
+    } catch {
+      // The dashboard's record is never worth a delivery.
+    }
+  }
   return { unsent, variants: [...variants.values()], traces };
+}
+
+/** `2 sharp/png-to-jpeg; 3 omitted`: what a conversion did, per part. */
+function describeConversion(record: ConversionRecord): string {
+  return record.parts.map((p) => `${p.path} ${p.omitted ? 'omitted' : p.chain.join(' > ')}`).join('; ');
 }
 
 function describeAnswer(a: CapabilityAnswer): Record<string, string> {

@@ -12,6 +12,7 @@ import { promises as dns } from 'node:dns';
 import type { RelayConfig } from '../config/schema.ts';
 import { isFinal, type RecipientState } from '../model/recipient.ts';
 import type { Logger } from '../ops/log.ts';
+import { noMetrics, type Metrics } from '../ops/metrics.ts';
 import { DELIVERY_QUEUE, keys } from '../queue/keys.ts';
 import { isExpired, retryDelay } from '../queue/schedule.ts';
 import type { DeliveryJobData, MessageStore } from '../queue/store.ts';
@@ -31,6 +32,8 @@ export interface RelayWorkerOptions {
   readonly drucof: DrucofPorts;
   /** Our name, for the reports we send (Reporting-MTA). */
   readonly hostname: string;
+  /** Final statuses with their latency, deferrals, worker (Redis) errors, crashed jobs; default: nothing. */
+  readonly metrics?: Pick<Metrics, 'recipientFinal' | 'recipientDeferred' | 'redisError' | 'jobCrashed'>;
 }
 
 /** A stalled job is re-run however often it stalls (BullMQ's default fails it after one). */
@@ -38,6 +41,7 @@ const NEVER_FAIL_FOR_STALLING = Number.MAX_SAFE_INTEGER;
 
 export function createRelayWorker(opts: RelayWorkerOptions): Worker<DeliveryJobData> {
   const { config, store, log } = opts;
+  const metrics = opts.metrics ?? noMetrics;
   const resolveMx: MxResolver = opts.resolveMx ?? ((d) => dns.resolveMx(d));
 
   const reports = { store, hostname: opts.hostname, maxLifetimeMs: config.queue.maxLifetime, returnLimit: config.queue.returnLimit };
@@ -82,6 +86,8 @@ export function createRelayWorker(opts: RelayWorkerOptions): Worker<DeliveryJobD
       await save(new Map(pending.map(([i, r]) => [i, annotate(r, scheduled(r, at))])));
     }
 
+    // Counted once the outcomes are in Redis (a re-run starts from them, so nothing counts twice).
+    countOutcomes(msg.recipients, states, envelope.receivedAt, outcome === 'deferred' ? pending.length : 0);
     await save(await queueOwedReports(reports, envelope, msg.body, states));
 
     if (outcome !== 'deferred') {
@@ -92,6 +98,16 @@ export function createRelayWorker(opts: RelayWorkerOptions): Worker<DeliveryJobD
     log.info({ queueId: id, deferred: pending.length, nextAttemptAt: new Date(now + delay).toISOString() }, 'message deferred');
     await job.moveToDelayed(now + delay, token);
     throw new DelayedError();
+  };
+
+  /** Recipients this run made final (once each: a re-run starts from the records), with their time since acceptance. */
+  const countOutcomes = (before: readonly RecipientState[], after: readonly RecipientState[], receivedAt: string, deferred: number) => {
+    const ms = Date.now() - Date.parse(receivedAt);
+    after.forEach((r, i) => {
+      const was = before[i];
+      if (isFinal(r) && was && !isFinal(was)) metrics.recipientFinal(r.status, ms);
+    });
+    for (let i = 0; i < deferred; i++) metrics.recipientDeferred();
   };
 
   const worker = new Worker<DeliveryJobData>(DELIVERY_QUEUE, processor, {
@@ -107,12 +123,16 @@ export function createRelayWorker(opts: RelayWorkerOptions): Worker<DeliveryJobD
   let lastError = '';
   let lastErrorAt = 0;
   worker.on('error', (err) => {
+    metrics.redisError('worker');
     if (err.message === lastError && Date.now() - lastErrorAt < 30_000) return;
     lastError = err.message;
     lastErrorAt = Date.now();
     log.error({ err: err.message }, 'worker error (repeats suppressed for 30 s)');
   });
-  worker.on('failed', (job, err) => log.error({ queueId: job?.data.id, err }, 'delivery job crashed; BullMQ will retry it'));
+  worker.on('failed', (job, err) => {
+    metrics.jobCrashed();
+    log.error({ queueId: job?.data.id, err }, 'delivery job crashed; BullMQ will retry it');
+  });
   return worker;
 }
 
