@@ -28,7 +28,10 @@
  *
  * Also ours rather than the library's: MAIL/RCPT parameters parsed from the raw
  * line (smtp/params.ts; smtp-server decodes xtext byte-wise and lets unknown
- * parameters through), the maxConnections reply, and draining at shutdown.
+ * parameters through; it is handed the address alone), the maxConnections reply
+ * and the per-client connection limit, the request deadline against clients that
+ * trickle bytes (slow-loris), the AUTH brute-force gate, reply lines cut to 512
+ * octets, and draining at shutdown.
  *
  * These overrides touch underscore internals (`send`, `_createParser`,
  * `_onCommand`, `_setListeners`, `_socket`, the `handler_*` methods), which is
@@ -38,7 +41,7 @@
 import type { SMTPServerAddress, SMTPServerDataResult, SMTPServerError, SMTPServerSession } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { reply, type Reply } from '../model/reply.ts';
-import { parseMailParams, parseRcptParams, type MailParams, type ParamPolicy, type RcptParams } from '../smtp/params.ts';
+import { parseMailParams, parseRcptParams, withoutParams, type MailParams, type ParamPolicy, type RcptParams } from '../smtp/params.ts';
 import { formatTextLines } from '../smtp/reply-format.ts';
 import { status } from '../smtp/status.ts';
 
@@ -51,6 +54,26 @@ export interface ConnectionSettings {
   readonly maxMessageSize: number;
   /** Simultaneous sessions; the next one is answered `421 4.4.5` and closed. */
   readonly maxConnections: number;
+  /**
+   * Simultaneous sessions from one client address (anvil's connection count
+   * limit); the next one is answered `421 4.7.0` and closed. 0 = no limit.
+   */
+  readonly maxConnectionsPerClient: number;
+  /**
+   * Time a client has to send a whole command line once it began it (Postfix's
+   * smtpd_per_request_deadline), and for the message data from its first byte,
+   * plus one second per `minDataRate` bytes received; `421 4.4.2` after it.
+   * Without it a client trickling a byte just inside the idle timeout holds the
+   * session forever. 0 = no deadline (the idle timeout alone).
+   */
+  readonly requestDeadlineMs: number;
+  /** Bytes per second the deadline of the message data grows by (Postfix's smtpd_min_data_rate). */
+  readonly minDataRate: number;
+  /**
+   * Asked before each AUTH (the brute-force limits, auth-limit.ts): a Reply
+   * refuses it (`454 4.7.0`, or `421 4.7.0` that ends the session), undefined lets it run.
+   */
+  readonly authGate?: (connection: RelaySMTPConnection) => Reply | undefined;
   /** STARTTLS is offered (a key and certificate are configured). */
   readonly tls: boolean;
   /** AUTH PLAIN LOGIN is offered; `allowInsecure` lets it run before STARTTLS. */
@@ -66,6 +89,22 @@ export interface ConnectionSettings {
 const ENHANCED_PREFIX = /^([245])\.\d{1,3}\.\d{1,3}(?=\s|$)/;
 // eslint-disable-next-line no-control-regex
 const CONTROL_CHARS = /[\x00-\x1f\x7f-\x9f]/g;
+/** RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets with its CRLF; `ddd-` takes 4. */
+const MAX_REPLY_TEXT_OCTETS = 512 - 4 - 2;
+
+/** Cuts a reply line's text to fit 512 octets on the wire (on a character boundary, marked `...`). */
+export function clipReplyText(text: string): string {
+  if (Buffer.byteLength(text, 'utf8') <= MAX_REPLY_TEXT_OCTETS) return text;
+  let out = '';
+  let octets = 0;
+  for (const ch of text) {
+    const n = Buffer.byteLength(ch, 'utf8');
+    if (octets + n > MAX_REPLY_TEXT_OCTETS - 3) break;
+    out += ch;
+    octets += n;
+  }
+  return `${out}...`;
+}
 
 const bySession = new WeakMap<SMTPServerSession, RelaySMTPConnection>();
 
@@ -90,6 +129,13 @@ export class RelaySMTPConnection extends SMTPConnection {
   private pendingRcpt: RcptParams | undefined;
   /** Set while handler_EHLO runs, so its 250 gets our keyword list. */
   private inEhlo = false;
+  /** AUTH attempts in this session that failed or were refused (the brute-force limit). */
+  authFailures = 0;
+  /** The client's request in progress (a command line, or the message data) is due by then (epoch ms). */
+  private requestDeadline: number | undefined;
+  /** The request in progress is message data (bytes arrived while the parser was in data mode). */
+  private requestIsData = false;
+  private requestTimer: NodeJS.Timeout | undefined;
 
   /** Attaches the settings; called by the server right after construction. */
   attach(settings: ConnectionSettings): this {
@@ -163,7 +209,10 @@ export class RelaySMTPConnection extends SMTPConnection {
       if (this.inEhlo && code === 250 && Array.isArray(data)) lines = [lines[0] ?? this.name, ...this.ehloKeywords()];
       const cls = String(Math.floor(code / 100));
       const own = lines.length === 1 && ENHANCED_PREFIX.exec(lines[0]!)?.[1] === cls;
-      const enhanced = own ? '' : this._getEnhancedStatusCode(code, context);
+      // smtp-server gives replies in the context of HELO/EHLO/LHLO no enhanced code
+      // (RFC 2034 §3 exempts HELO/EHLO); we are no LMTP server, so LHLO is just an
+      // unknown command and its 500 gets one.
+      const enhanced = own ? '' : this._getEnhancedStatusCode(code, context === 'LHLO' ? undefined : context);
       const texts = lines.length === 0 ? [enhanced] : lines.map((l) => (enhanced ? `${enhanced} ${l}` : l));
       this.writeReply(code, texts);
     }
@@ -172,7 +221,7 @@ export class RelaySMTPConnection extends SMTPConnection {
   }
 
   private writeReply(code: number, texts: readonly string[]): void {
-    const clean = texts.map((t) => t.replace(CONTROL_CHARS, ' '));
+    const clean = texts.map((t) => clipReplyText(t.replace(CONTROL_CHARS, ' ')));
     let payload = clean.map((t, i) => `${code}${i < clean.length - 1 ? '-' : ' '}${t}`.trimEnd()).join('\r\n');
     if (code === 334 && payload === '334') payload = '334 '; // RFC 4954 §4: "334" SP [base64]
     if (code >= 400) this.session.error = payload;
@@ -214,6 +263,13 @@ export class RelaySMTPConnection extends SMTPConnection {
       this.sendReply(reply(538, 7, 11, 'encryption required: issue STARTTLS first'));
       return callback();
     }
+    if (auth && !this.session.user) {
+      const refused = this.settings.authGate?.(this);
+      if (refused) {
+        this.sendReply(refused);
+        return callback();
+      }
+    }
     super.handler_AUTH(command, callback);
   }
 
@@ -226,24 +282,27 @@ export class RelaySMTPConnection extends SMTPConnection {
    */
   override handler_MAIL(command: Buffer, callback: () => void): void {
     this.pendingMail = undefined;
-    const parsed = parseMailParams(command.toString(), this.settings.paramPolicy);
+    const line = command.toString();
+    const parsed = parseMailParams(line, this.settings.paramPolicy);
     if (!parsed.ok) {
       this.sendReply(parsed.reply);
       return callback();
     }
     this.pendingMail = parsed.params;
-    super.handler_MAIL(command, callback);
+    // The library parses the address only: the parameters are ours (smtp/params.ts).
+    super.handler_MAIL(Buffer.from(withoutParams(line)), callback);
   }
 
   override handler_RCPT(command: Buffer, callback: () => void): void {
     this.pendingRcpt = undefined;
-    const parsed = parseRcptParams(command.toString(), this.settings.paramPolicy);
+    const line = command.toString();
+    const parsed = parseRcptParams(line, this.settings.paramPolicy);
     if (!parsed.ok) {
       this.sendReply(parsed.reply);
       return callback();
     }
     this.pendingRcpt = parsed.params;
-    super.handler_RCPT(command, callback);
+    super.handler_RCPT(Buffer.from(withoutParams(line)), callback);
   }
 
   /** The parameters of the MAIL command being handled (once). */
@@ -269,6 +328,16 @@ export class RelaySMTPConnection extends SMTPConnection {
       this._setListeners(() => this.sendReply(status.tooManyConnections()));
       return;
     }
+    // One client (a flood from one address) never takes every session: the others still get in.
+    const perClient = this.settings.maxConnectionsPerClient;
+    if (perClient > 0) {
+      let fromHere = 0;
+      for (const c of this._server.connections) if (c.remoteAddress === this.remoteAddress) fromHere++;
+      if (fromHere > perClient) {
+        this._setListeners(() => this.sendReply(status.tooManyConnectionsFromClient()));
+        return;
+      }
+    }
     super.init();
   }
 
@@ -284,6 +353,8 @@ export class RelaySMTPConnection extends SMTPConnection {
 
   /** While draining, a session between transactions is ended at its next command (QUIT still gets 221). */
   override _onCommand(command: Buffer, callback?: () => void): void {
+    // A whole command line arrived: the client's request is complete.
+    this.endRequest();
     if (this.settings.isDraining() && this._ready && !this._nextHandler && !this.inTransaction()) {
       const verb = command.toString().trim().split(/\s+/)[0]?.toUpperCase();
       if (verb !== 'QUIT') return this.shutDown();
@@ -301,13 +372,82 @@ export class RelaySMTPConnection extends SMTPConnection {
   override _createParser(): ReturnType<SMTPConnection['_createParser']> {
     const parser = super._createParser();
     parser.once('finish', () => this.onClientFinished(parser));
+    // Every byte from the client (plain, or after STARTTLS, which gets a new parser)
+    // is written into the parser by the socket's pipe: the request deadline sees it
+    // arrive, before the parser queues or parses it.
+    const write = parser.write.bind(parser) as (...args: unknown[]) => boolean;
+    (parser as unknown as { write: (...args: unknown[]) => boolean }).write = (...args: unknown[]) => {
+      const chunk = args[0];
+      if (this._parser === parser) this.onClientBytes(typeof chunk === 'string' || Buffer.isBuffer(chunk) ? chunk.length : 0);
+      return write(...args);
+    };
     return parser;
   }
 
   /** The socket is gone: tell the server (it tracks live sockets for a bounded shutdown). */
   override _onClose(): void {
+    this.endRequest();
     super._onClose();
     this.emit('socket-closed');
+  }
+
+  // ---- request deadline (slow clients) --------------------------------------
+
+  /**
+   * Bytes arrived: the first ones of a request start its deadline; message data
+   * extends it by its size at `minDataRate`.
+   */
+  private onClientBytes(bytes: number): void {
+    const s = this.settings as ConnectionSettings | undefined;
+    if (!s || s.requestDeadlineMs <= 0 || this._closing || this._closed) return;
+    const now = Date.now();
+    const inData = this.parserInData();
+    if (this.requestDeadline === undefined) {
+      this.requestDeadline = now + s.requestDeadlineMs;
+      this.requestIsData = inData;
+    }
+    if (inData) {
+      this.requestIsData = true;
+      if (s.minDataRate > 0) this.requestDeadline += (bytes * 1000) / s.minDataRate;
+    }
+    this.armRequestTimer(now);
+  }
+
+  private parserInData(): boolean {
+    return Boolean(this._parser && this._parser._dataMode);
+  }
+
+  private armRequestTimer(now: number): void {
+    if (this.requestTimer !== undefined || this.requestDeadline === undefined) return;
+    this.requestTimer = setTimeout(() => this.onRequestTimer(), Math.max(0, this.requestDeadline - now));
+    this.requestTimer.unref();
+  }
+
+  private onRequestTimer(): void {
+    this.requestTimer = undefined;
+    if (this.requestDeadline === undefined || this._closing || this._closed) return;
+    const inData = this.parserInData();
+    // Our turn, not the client's: a handler runs (pipelined lines wait for it), or
+    // the final dot came and the message is being decided on or was answered.
+    if (this._handlerPending || (this.requestIsData && !inData) || (!inData && this._dataStream)) {
+      this.endRequest();
+      return;
+    }
+    const now = Date.now();
+    if (now < this.requestDeadline) {
+      this.armRequestTimer(now);
+      return;
+    }
+    this.endRequest();
+    this.emit('request-timeout', { data: inData });
+    this.sendReply(status.requestTimeout(inData));
+  }
+
+  private endRequest(): void {
+    if (this.requestTimer !== undefined) clearTimeout(this.requestTimer);
+    this.requestTimer = undefined;
+    this.requestDeadline = undefined;
+    this.requestIsData = false;
   }
 
   private onClientFinished(parser: unknown): void {

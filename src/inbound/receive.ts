@@ -102,8 +102,21 @@ export function protocolName(opts: { esmtp: boolean; secure: boolean; authentica
   return (opts.smtpUtf8 ? 'UTF8SMTP' : 'ESMTP') + (opts.secure ? 'S' : '') + (opts.authenticated ? 'A' : '');
 }
 
-/** An address as it may appear in a header of this message: A-label domain unless SMTPUTF8. */
+/**
+ * What may not appear in a `Received:` clause taken from the client: whitespace and
+ * controls (C0, C1, DEL, U+2028/2029: each could end the line or be read as one
+ * ending), and `;` `(` `)` `<` `>` `"` `\` (they would move the date, open a comment
+ * or end the `for` path, so a client could forge trace structure).
+ */
+// eslint-disable-next-line no-control-regex
+const UNSAFE_IN_TRACE = /[\s;()<>"\\\x00-\x1f\x7f-\x9f\u2028\u2029]/;
+
+/**
+ * An address as it may appear in the `for` clause of this message: A-label domain
+ * unless SMTPUTF8; undefined (no `for` clause) when it cannot appear safely.
+ */
 function headerAddress(address: string, smtpUtf8: boolean): string | undefined {
+  if (UNSAFE_IN_TRACE.test(address)) return undefined;
   if (smtpUtf8) return address;
   const at = address.lastIndexOf('@');
   const local = at < 0 ? address : address.slice(0, at);
@@ -134,7 +147,9 @@ export function receivedHeader(opts: {
   date: Date;
 }): string {
   const { client } = opts;
-  const helo = client.helo.replace(/[^\x21-\x7e]/g, '?') || 'unknown';
+  // The EHLO argument is anything without spaces or controls (smtp-server's check): only
+  // what a domain or an address literal is made of goes in; anything else becomes '?'.
+  const helo = client.helo.replace(/[^A-Za-z0-9.\-_:[\]]/g, '?') || 'unknown';
   const remote = [client.hostname, addressLiteral(client.address)].filter(Boolean).join(' ');
   const lines = [`Received: from ${helo} (${remote})`, `\tby ${opts.hostname} with ${opts.protocol} id ${opts.id}`];
   const only = opts.recipients.length === 1 ? headerAddress(opts.recipients[0]!, opts.smtpUtf8) : undefined;

@@ -22,6 +22,7 @@ import type { MessageStore } from '../queue/store.ts';
 import { connegLines } from '../smtp/conneg.ts';
 import { status } from '../smtp/status.ts';
 import { checkConnect, checkRecipient, compilePolicy } from './access.ts';
+import { AuthFailures, DEFAULT_AUTH_LIMITS, type AuthLimits } from './auth-limit.ts';
 import { connectionOf, RelaySMTPConnection, replyError, type ConnectionSettings } from './connection.ts';
 import { receive } from './receive.ts';
 import { addRecipient, beginTransaction, clientIdentity, currentTransaction, noteAccepted, recipientState, userName } from './session.ts';
@@ -63,6 +64,16 @@ export interface InboundOptions {
   readonly metrics?: Pick<Metrics, 'sessionOpened' | 'sessionClosed' | 'messageReceived' | 'recipientFinal'>;
   /** Told the queue id of every message stored (the dashboard's recent messages); not awaited. */
   readonly noteStored?: (id: string) => Promise<void>;
+  /** AUTH brute-force limits (default: 3 per session, 10 per address in 10 minutes; auth-limit.ts). */
+  readonly authLimits?: Partial<AuthLimits>;
+}
+
+/** Message data must arrive at least this fast once it started (Postfix's smtpd_min_data_rate default). */
+export const MIN_DATA_RATE = 500;
+
+/** One client address may hold at most half the sessions, rounded up (Postfix: smtpd_client_connection_count_limit = half the process limit). */
+export function connectionsPerClient(maxConnections: number): number {
+  return Math.max(1, Math.ceil(maxConnections / 2));
 }
 
 /** EHLO keywords of our extensions, in A1's order. */
@@ -166,11 +177,24 @@ export function createInbound(opts: InboundOptions): Inbound {
   const verdicts = new VerdictEngine([policySource(config.policies), ...(opts.verdictSources ?? [])]);
   const capabilities = opts.capabilities ?? registryLookup(config.capabilities);
   const capabilityTimeoutMs = opts.capabilityTimeoutMs ?? 5000;
+  const authLimits: AuthLimits = { ...DEFAULT_AUTH_LIMITS, ...opts.authLimits };
+  const authFailures = new AuthFailures(authLimits);
   let draining = false;
 
   const settings: ConnectionSettings = {
     maxMessageSize: limits.maxMessageSize,
     maxConnections: limits.maxConnections,
+    maxConnectionsPerClient: connectionsPerClient(limits.maxConnections),
+    requestDeadlineMs: limits.idleTimeout,
+    minDataRate: MIN_DATA_RATE,
+    authGate: (conn) => {
+      // An address that failed too often gets no further tries for a while (anvil).
+      const lock = authFailures.lockedOut(conn.remoteAddress, Date.now());
+      if (!lock.locked) return undefined;
+      conn.authFailures++;
+      log.info({ client: conn.remoteAddress, failures: conn.authFailures }, 'authentication refused: too many failures from this address');
+      return conn.authFailures >= authLimits.perSession ? status.tooManyAuthFailures() : status.authLockedOut(Math.ceil(lock.retryAfterMs / 1000));
+    },
     tls: config.tls !== undefined,
     auth: config.auth ? { allowInsecure: config.auth.allowInsecure } : false,
     extraEhloKeywords: extensionKeywords(opts.extensions),
@@ -226,8 +250,15 @@ export function createInbound(opts: InboundOptions): Inbound {
         const user = auth.username ?? '';
         const ok = (auth.method === 'PLAIN' || auth.method === 'LOGIN') && checkPassword(config.auth?.users ?? {}, user, auth.password ?? '');
         if (!ok) {
-          log.info({ client: session.remoteAddress, user }, 'authentication failed');
-          const r = reply(535, 7, 8, 'authentication credentials invalid');
+          // Every failure is logged with the client's address (fail2ban and the like read these).
+          conn.authFailures++;
+          const fromAddress = authFailures.fail(session.remoteAddress, Date.now());
+          log.info({ client: session.remoteAddress, user, method: auth.method, failures: conn.authFailures, addressFailures: fromAddress }, 'authentication failed');
+          if (fromAddress === authLimits.perAddress) {
+            log.warn({ client: session.remoteAddress, failures: fromAddress, windowMs: authLimits.windowMs }, 'authentication locked out for this address: too many failures');
+          }
+          // The session's last allowed failure ends it (Postfix's hard error limit).
+          const r = conn.authFailures >= authLimits.perSession ? status.tooManyAuthFailures() : status.authFailed();
           conn.respondNext(r);
           return cb(replyError(r));
         }

@@ -69,6 +69,11 @@ const ENVID_MAX = 100;
 const ORCPT_MAX = 500;
 const NOTIFY_MAX = 28;
 
+/** What a reply may echo of a client's token: at most 40 characters (a reply line is at most 512 octets). */
+export function echo(text: string, max = 40): string {
+  return text.length <= max ? text : `${text.slice(0, max)}...`;
+}
+
 /** Splits `FROM:<a> K=V K2` into its parameters; the address part is smtp-server's job. */
 export function splitParams(commandLine: string): { key: string; value: string | true }[] | Reply {
   const afterColon = commandLine.slice(commandLine.indexOf(':') + 1).trimStart();
@@ -85,16 +90,47 @@ export function splitParams(commandLine: string): { key: string; value: string |
   for (const token of rest.trim().split(/\s+/).filter(Boolean)) {
     const eq = token.indexOf('=');
     const key = (eq < 0 ? token : token.slice(0, eq)).toUpperCase();
-    if (!/^[A-Z0-9][A-Z0-9-]*$/.test(key)) return status.badSyntax(`syntax error in parameter "${token}"`);
+    if (!/^[A-Z0-9][A-Z0-9-]*$/.test(key)) return status.badSyntax(`syntax error in parameter "${echo(token)}"`);
     const value = eq < 0 ? true : token.slice(eq + 1);
     if (value !== true && !/^[\x21-\x3c\x3e-\x7e\u0080-\uffff]+$/.test(value)) {
-      return status.badSyntax(`syntax error in value of ${key}`);
+      return status.badSyntax(`syntax error in value of ${echo(key)}`);
     }
-    if (out.some((p) => p.key === key)) return status.badSyntax(`duplicate parameter ${key}`);
+    if (out.some((p) => p.key === key)) return status.badSyntax(`duplicate parameter ${echo(key)}`);
     out.push({ key, value });
   }
   return out;
 }
+
+/**
+ * The command line without its parameters: `MAIL FROM:<a>` (what smtp-server
+ * still parses, for the address alone). The library decodes every parameter's
+ * xtext byte-wise as latin1 and refuses the whole command as a bad address
+ * (`501 5.1.7`) when a byte falls in \x80-\x9f (`caf+C3+80`, a UTF-8 `À`); the
+ * parameters are ours (parsed above), so the library never sees them.
+ */
+export function withoutParams(commandLine: string): string {
+  const colon = commandLine.indexOf(':');
+  if (colon < 0) return commandLine;
+  const head = commandLine.slice(0, colon + 1);
+  const afterColon = commandLine.slice(colon + 1).trimStart();
+  if (afterColon.startsWith('<')) {
+    const close = findAddressEnd(afterColon);
+    // `<a@b>SIZE=1` (no space): left whole, so the library refuses the address as before.
+    if (close < 0 || /^\S/.test(afterColon.slice(close + 1))) return commandLine;
+    return head + afterColon.slice(0, close + 1);
+  }
+  const sp = afterColon.search(/\s/);
+  return head + (sp < 0 ? afterColon : afterColon.slice(0, sp));
+}
+
+/**
+ * Characters a decoded ENVID or ORCPT may not contain: C0 and C1 controls, DEL,
+ * and the Unicode line/paragraph separators. Each would end or split a line of
+ * the `Original-Envelope-Id` / `Original-Recipient` fields of a DSN, a log line or
+ * a terminal (RFC 3461 §4.4: ENVID is printable US-ASCII; §4.2: ORCPT an address).
+ */
+// eslint-disable-next-line no-control-regex
+const UNSAFE_DECODED = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/;
 
 /** Index of the `>` closing an angle-bracketed path, respecting quoted local parts. */
 function findAddressEnd(s: string): number {
@@ -174,6 +210,7 @@ export function parseMailParams(commandLine: string, policy: ParamPolicy): Parse
         if (value.length > ENVID_MAX) return fail(status.badSyntax(`ENVID longer than ${ENVID_MAX} characters`));
         const decoded = decodeXtext(value);
         if (decoded === undefined) return fail(status.badSyntax('ENVID is not valid xtext'));
+        if (UNSAFE_DECODED.test(decoded)) return fail(status.badSyntax('ENVID contains control characters'));
         envid = { xtext: value, value: decoded };
         break;
       }
@@ -193,7 +230,7 @@ export function parseMailParams(commandLine: string, policy: ParamPolicy): Parse
       case 'CONNEG':
         return fail(status.parameterNotImplemented(`${key} parameter not offered here`));
       default:
-        return fail(status.unknownParameter(`unsupported MAIL parameter ${key}`));
+        return fail(status.unknownParameter(`unsupported MAIL parameter ${echo(key)}`));
     }
   }
   return {
@@ -229,8 +266,8 @@ export function parseRcptParams(commandLine: string, policy: ParamPolicy): Parse
         } else {
           const kinds: NotifyKind[] = [];
           for (const item of items) {
-            if (item !== 'SUCCESS' && item !== 'FAILURE' && item !== 'DELAY') return fail(status.badSyntax(`NOTIFY value "${item}" is not SUCCESS, FAILURE, DELAY or NEVER`));
-            if (kinds.includes(item)) return fail(status.badSyntax(`NOTIFY value ${item} repeated`));
+            if (item !== 'SUCCESS' && item !== 'FAILURE' && item !== 'DELAY') return fail(status.badSyntax(`NOTIFY value "${echo(item)}" is not SUCCESS, FAILURE, DELAY or NEVER`));
+            if (kinds.includes(item)) return fail(status.badSyntax(`NOTIFY value ${echo(item)} repeated`));
             kinds.push(item);
           }
           notify = kinds;
@@ -247,6 +284,7 @@ export function parseRcptParams(commandLine: string, policy: ParamPolicy): Parse
         const xtext = value.slice(semi + 1);
         const decoded = decodeXtext(xtext);
         if (decoded === undefined || decoded.length === 0) return fail(status.badSyntax('ORCPT address is not valid xtext'));
+        if (UNSAFE_DECODED.test(decoded)) return fail(status.badSyntax('ORCPT address contains control characters'));
         orcpt = { addrType, address: { xtext, value: decoded } };
         break;
       }
@@ -265,7 +303,7 @@ export function parseRcptParams(commandLine: string, policy: ParamPolicy): Parse
       case 'CONPERM': // RFC 4141's MAIL parameter, never advertised (A1)
         return fail(status.parameterNotImplemented('CONPERM parameter not offered here'));
       default:
-        return fail(status.unknownParameter(`unsupported RCPT parameter ${key}`));
+        return fail(status.unknownParameter(`unsupported RCPT parameter ${echo(key)}`));
     }
   }
   return {

@@ -17,6 +17,15 @@ export const status = {
   storageUnavailable: (retryAfter = 60) =>
     withTags(reply(451, 3, 0, 'queue storage unavailable, try again later'), { retryAfter }),
   tooManyConnections: () => reply(421, 4, 5, 'too many connections, try again later'),
+  tooManyConnectionsFromClient: () => reply(421, 7, 0, 'too many connections from your address, try again later'),
+  /** The request deadline (a command line, or the message data, arriving too slowly). */
+  requestTimeout: (data: boolean) =>
+    reply(421, 4, 2, data ? 'message data arriving too slowly, closing connection' : 'command line not completed in time, closing connection'),
+  tooManyAuthFailures: () => reply(421, 7, 0, 'too many authentication failures'),
+  /** RFC 4954 454 4.7.0: AUTH refused for now (the address failed too often). */
+  authLockedOut: (retryAfter: number) =>
+    withTags(reply(454, 7, 0, 'too many authentication failures from your address, try again later'), { retryAfter }),
+  authFailed: () => reply(535, 7, 8, 'authentication credentials invalid'),
   shuttingDown: () => reply(421, 4, 2, 'service shutting down'),
   expired: (text = 'delivery time expired') => reply(451, 4, 7, text),
   connectionFailed: (text: string) => reply(451, 4, 1, text),

@@ -52,10 +52,11 @@ export class Dialog {
     });
   }
 
-  static connect(port: number, host = '127.0.0.1', timeoutMs = 5000): Promise<Dialog> {
+  /** `localAddress` picks the client's source address (e.g. `127.0.0.2`: another client on loopback). */
+  static connect(port: number, host = '127.0.0.1', timeoutMs = 5000, opts: { localAddress?: string } = {}): Promise<Dialog> {
     return new Promise((resolve, reject) => {
       // Not allowHalfOpen: like a real client, close our side when the server closes its own.
-      const socket = net.connect({ port, host });
+      const socket = net.connect({ port, host, ...(opts.localAddress && { localAddress: opts.localAddress }) });
       const t = setTimeout(() => {
         socket.destroy();
         reject(new DialogError(`connect to ${host}:${port} timed out`));

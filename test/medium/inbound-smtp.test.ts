@@ -110,6 +110,9 @@ describe('MAIL and RCPT parameters (RFC 3461, 1870, 6152, 6531)', () => {
     ['MAIL FROM:<s@a.test> SIZE=999999999', 552, '5.3.4'],
     ['MAIL FROM:<s@a.test> BODY=BINARYMIME', 501, '5.5.4'],
     ['MAIL FROM:<s@a.test> SIZE=100 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=id+2B1', 250, '2.1.0'],
+    ['MAIL FROM:<s@a.test>SIZE=100', 501, '5.1.7'], // no space before the parameter: not a path
+    ['MAIL FROM:<s@a.test> ENVID=caf+C3+80', 250, '2.1.0'], // UTF-8 À: not a C1 control (smtp-server decodes xtext as latin1)
+    ['MAIL FROM:<s@a.test> ENVID=a+0D+0AX-Injected:+20yes', 501, '5.5.4'],
   ])('%s → %i %s', async (command, code, enhanced) => {
     const d = await connect(await start({ limits: { maxMessageSize: 10000 } }));
     await d.hello();
@@ -125,6 +128,8 @@ describe('MAIL and RCPT parameters (RFC 3461, 1870, 6152, 6531)', () => {
     ['RCPT TO:<r@b.test> FOO=1', 555, '5.5.4'],
     ['RCPT TO:<r@b.test> NOTIFY=DELAY NOTIFY=DELAY', 501, '5.5.4'],
     ['RCPT TO:<r@b.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;r+2Bx@b.test', 250, '2.1.5'],
+    ['RCPT TO:<r@b.test> ORCPT=rfc822;r+0D+0Ax@b.test', 501, '5.5.4'],
+    [`RCPT TO:<r@b.test> ${'K'.repeat(1000)}=1`, 555, '5.5.4'], // the echoed name is cut: the reply stays under 512 octets
     ['RCPT TO:<bad address>', 501, '5.1.3'],
   ])('%s → %i %s', async (command, code, enhanced) => {
     const d = await connect(await start());
