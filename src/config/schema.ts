@@ -180,8 +180,8 @@ export const configSchema = z.strictObject({
     .strictObject({
       maxMessageSize: size.prefault(26_214_400).describe('bytes (or `25MB`); `552 5.3.4` above it (SIZE is advertised)'),
       maxRecipients: z.number().int().positive().default(1000).describe('per transaction; `452 4.5.3` above it'),
-      maxConnections: z.number().int().positive().default(100).describe('simultaneous clients; `421` above it'),
-      idleTimeout: duration.prefault(300).describe('a silent client is disconnected'),
+      maxConnections: z.number().int().positive().default(100).describe('simultaneous clients; `421 4.4.5` above it; one address holds at most half of them (`421 4.7.0`)'),
+      idleTimeout: duration.prefault(300).describe('a silent client is disconnected (`421 4.4.2`); also the deadline for one command line, and for the message data plus one second per 500 bytes received'),
     })
     .prefault({}),
   queue: z
