@@ -255,6 +255,33 @@ export async function walkMessage(
     out.push(...renderPart(leaf, replacement, eol));
   };
 
+  // The header of the node just emitted, when no blank line ended it (a delimiter did).
+  let unterminated: Buffer | undefined;
+  const input = reduced.input;
+  const at = (offset: number, bytes: Buffer): boolean => offset + bytes.length <= input.length && input.compare(bytes, 0, bytes.length, offset, offset + bytes.length) === 0;
+  /**
+   * A data or body chunk held against the input at `pos`. The splitter's chunks
+   * laid end to end are the input, except around a part header that a delimiter
+   * ends instead of a blank line: mailsplit (5.4.30) sends such a header again in
+   * front of a closing delimiter, and drops it before the next delimiter. The
+   * repeat is cut off (`value`), the dropped bytes are returned (`skipped`), so
+   * offsets stay exact and a rewritten message keeps them as they are.
+   */
+  const align = (chunk: Buffer): { skipped?: Buffer; value: Buffer } => {
+    if (at(pos, chunk)) return { value: chunk };
+    if (unterminated && chunk.length > unterminated.length && chunk.subarray(0, unterminated.length).equals(unterminated)) {
+      const rest = chunk.subarray(unterminated.length);
+      if (rest[0] === 0x2d && rest[1] === 0x2d && at(pos, rest)) return { value: rest };
+    }
+    if (chunk[0] === 0x2d && chunk[1] === 0x2d) {
+      const found = input.indexOf(chunk, pos);
+      const skipped = found > pos ? input.subarray(pos, found) : undefined;
+      // Header lines only: ending with a line break, no blank line among them.
+      if (skipped && (skipped[skipped.length - 1] === 0x0a) && !/\n\r?\n/.test(skipped.toString('latin1'))) return { skipped, value: chunk };
+    }
+    return { value: chunk };
+  };
+
   for await (const chunk of splitter as AsyncIterable<MimeNode | { type: 'data' | 'body'; node: MimeNode; value: Buffer }>) {
     if (chunk.type === 'node') {
       await finish();
@@ -262,6 +289,7 @@ export async function walkMessage(
       const header = node.getHeaders();
       const start = pos;
       pos += header.length;
+      unterminated = header.length > 0 && !/\n\r?\n$/.test(header.subarray(-4).toString('latin1')) && !/^\r?\n$/.test(header.toString('latin1')) ? header : undefined;
       if (node.root) {
         const lf = header.indexOf(0x0a);
         eol = lf > 0 && header[lf - 1] !== 0x0d ? '\n' : '\r\n';
@@ -297,15 +325,23 @@ export async function walkMessage(
       if (opts.output && !selected) out.push(header);
       continue;
     }
-    pos += chunk.value.length;
+    const { skipped, value } = align(chunk.value);
+    unterminated = undefined;
+    if (skipped) {
+      // Bytes the splitter left out: outside every part, passed through as they are.
+      await finish();
+      pos += skipped.length;
+      if (opts.output) out.push(skipped);
+    }
+    pos += value.length;
     if (chunk.type === 'body' && current && chunk.node === current.node) {
       spans.get(current.leaf)!.end = toRaw(pos);
-      if (current.selected) current.chunks.push(chunk.value);
-      else if (opts.output) out.push(chunk.value);
+      if (current.selected) current.chunks.push(value);
+      else if (opts.output) out.push(value);
       continue;
     }
     await finish();
-    if (opts.output) out.push(chunk.value);
+    if (opts.output) out.push(value);
   }
   await finish();
   return { leaves, message, eol, exact: pos === reduced.input.length, ...(opts.output && { chunks: out }) };

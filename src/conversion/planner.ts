@@ -196,6 +196,11 @@ export function planPart(part: PlannerPart, target: FeatureSet, converters: read
     r = conversionProhibited(`${describe(part)} needs a conversion with loss, and the message forbids it (Conversion-With-Loss: Prohibited)`);
   } else if (forms && cheapestChain(part.features, (f) => target.matches(f).ok, target, converters, opts)) {
     r = conversionProhibited(`${describe(part)} can only be converted into forms its Content-Convert list does not allow`);
+  } else if (part.features.unmeasured && part.features.unmeasured.length > 0) {
+    // A corrupt image, or data that is not what its Content-Type or transfer encoding says: say so.
+    r = conversionUnsupported(
+      `no conversion makes ${describe(part)} usable by the recipient: its data cannot be read as ${part.features.type} (${part.features.unmeasured.join(', ')} unknown)`,
+    );
   } else {
     r = conversionUnsupported(`no conversion makes ${describe(part)} usable by the recipient`);
   }

@@ -18,7 +18,7 @@ import type { Reply } from '../model/reply.ts';
 import type { Logger } from '../ops/log.ts';
 import type { ConvertContext, Converter, PartOutput } from './api.ts';
 import { buildHeaderValue, decodeBody, encodedBody, formatField, scanMessage, spliceMessage, walkMessage, type LeafReplacement, type MimeLeaf, type WalkResult } from './mime.ts';
-import { conversionFailed, conversionProhibited } from './planner.ts';
+import { conversionFailed, conversionProhibited, conversionUnsupported } from './planner.ts';
 import { contentConversions, contentFeatures, contentPrevious, rfc5322Date } from './record.ts';
 import { parseHeaderValue } from 'nodemailer/lib/mime-funcs';
 
@@ -224,6 +224,10 @@ export async function runPlan(raw: Buffer, plan: ConversionPlan, scan: WalkResul
     const walked = await walkMessage(raw, { output: true, select: selected, visit: handle });
     chunks = walked.chunks ?? [];
     eol = walked.eol;
+    // A walk that does not reproduce the bytes would change parts that must stay as they are: convert nothing.
+    if (!walked.exact && !failure) {
+      failure = conversionUnsupported('the message structure cannot be read exactly: its parts cannot be rewritten without changing the others');
+    }
   }
 
   const parts = plan.parts.map((p) => (actions.has(p.path) ? { ...p, action: actions.get(p.path)! } : p));

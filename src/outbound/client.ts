@@ -20,6 +20,12 @@
  *     PIPELINING from `_setEnvelope` (read from `_supportedExtensions`) and sends
  *     its RCPTs in one write itself (draining `_envelope.rcptQueue`), DATA after
  *     their replies.
+ *   - `_actionDATA` (override): only `354` lets the data go (RFC 5321 §4.1.1.4).
+ *     nodemailer also streams after a 2xx or another 3xx (for a broken server,
+ *     emailjs#24); a hop that answers so is not reading data, reads the message's
+ *     lines as commands, and answers one of them where the verdict is awaited — a
+ *     `500 command not recognized` would fail every recipient. We close instead:
+ *     each recipient not refused at RCPT is a temporary failure (451 4.5.0).
  *   - `_createSendStream` (override): replaces the one reply action nodemailer
  *     queues after the dot with a reader of the 353 sequence (one line per
  *     itemised recipient, by position, then the final reply) when INLINE-DSN or
@@ -61,6 +67,7 @@ interface Internals {
   _sendCommand(this: SMTPConnection, str: string, logStr?: string): void;
   _sendRcpt(this: SMTPConnection, recipient: string, callback: EnvelopeCallback): void;
   _actionRCPT(this: SMTPConnection, str: string, callback: EnvelopeCallback): void;
+  _actionDATA(this: SMTPConnection, str: string, callback: EnvelopeCallback): void;
   _createSendStream(this: SMTPConnection, callback: StreamCallback): unknown;
 }
 
@@ -75,7 +82,7 @@ interface NodemailerEnvelope {
 }
 
 const base = SMTPConnection.prototype as unknown as Partial<Internals>;
-const PROTOTYPE_INTERNALS = ['_sendCommand', '_sendRcpt', '_actionRCPT', '_setEnvelope', '_getDsnRcptToArgs', '_createSendStream', '_actionSMTPStream', '_actionLMTPStream', '_actionLHLO'] as const;
+const PROTOTYPE_INTERNALS = ['_sendCommand', '_sendRcpt', '_actionRCPT', '_actionDATA', '_setEnvelope', '_getDsnRcptToArgs', '_createSendStream', '_actionSMTPStream', '_actionLMTPStream', '_actionLHLO'] as const;
 const INSTANCE_INTERNALS = ['_responseActions', '_recipientQueue', '_supportedExtensions'] as const;
 
 /**
@@ -598,6 +605,17 @@ export class RelayClient extends SMTPConnection {
       }
     }
     if (cur.batch) socket?.uncork();
+  }
+
+  /** Stock `_actionDATA`, except that only 354 lets the data go (see the file comment). */
+  _actionDATA(str: string, callback: EnvelopeCallback): void {
+    const code = replyCode(str);
+    if (code !== 354 && code >= 200 && code < 400) {
+      this.lastError = Object.assign(new Error(`unexpected reply to DATA: ${oneLine(str)}`), { code: 'EPROTOCOL' });
+      this.close();
+      return;
+    }
+    base._actionDATA!.call(this, str, callback);
   }
 
   /**

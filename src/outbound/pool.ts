@@ -406,8 +406,10 @@ export class OutboundPool {
     for (let retry = 0; ; retry++) {
       const got = await h.acquire(hop);
       if (!('conn' in got)) {
-        // Unreachable is a failed query too (A3), and worth remembering for the failure TTL.
-        return { answers: all(queryFailed(`could not reach the server: ${got.failure.lines.join(' ')}`, source, got.failure)), cacheable: true };
+        // Unreachable is a failed query too (A3), but it says nothing about the recipients, and
+        // it is not remembered: cached, it would keep their decision deferred for the failure TTL
+        // after the server is back (a delivery to a hop that is down is retried on the schedule anyway).
+        return { answers: all(queryFailed(`could not reach the server: ${got.failure.lines.join(' ')}`, source, got.failure)), cacheable: false };
       }
       const { conn, reused } = got;
       const features = hopFeatures(conn.client.ehloLines);

@@ -17,6 +17,15 @@
  * 352 recipients; PRDR: every accepted one, Exim's form) with per-recipient
  * verdicts and a final reply — or, for tests of the client, a broken sequence
  * (short, an extra line, lines out of order, a hang) or any raw list of replies.
+ *
+ * Misbehaviour, for the fault tests (test/faults/): accept TCP and never greet
+ * (`greeting: 'never'`); answer a RCPT with raw bytes (`rcptRaw`: garbage, a wrong
+ * code); drop the connection in the middle of the message data (`midData`); after
+ * the data write raw bytes (`{ raw }`: a non-SMTP line, a multi-line reply cut
+ * off), hang or drop. Each message records which recipients the peer actually
+ * took responsibility for by what it wrote (`accepted`), so a test can hold the
+ * relay's recipient states against it. `port` starts the peer on a given port
+ * (an outage: nothing listening there yet, then the peer).
  */
 import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -28,6 +37,14 @@ export interface ScriptReply {
   readonly code: number;
   readonly text: string;
 }
+
+/** Bytes written to the socket exactly as given (CRLFs included): garbage, a wrong code, a multi-line reply cut off. */
+export interface RawReply {
+  readonly raw: string;
+}
+
+/** One item of a hand-written answer after the data: a reply, raw bytes, `'hang'` (stop there for good) or `'drop'` (destroy the connection). */
+export type DataItem = ScriptReply | RawReply | 'hang' | 'drop';
 
 /** The extensions of protocols.md A1 the peer can advertise. */
 export type Extension = 'CONNEG' | 'DRUCOF' | 'INLINE-DSN' | 'PRDR';
@@ -90,6 +107,8 @@ export interface NextHopScript {
   extensions?: readonly Extension[];
   /** Refuse the connection at the greeting with this reply (then close). */
   connect?: () => ScriptReply | undefined;
+  /** `'never'`: accept the TCP connection and never greet (read at each new connection; counted in `withheld`). */
+  greeting?: 'never';
   /** At MAIL: a 4xx/5xx reply refuses the sender; `'drop'` destroys the connection instead of answering. */
   mail?: (address: string) => ScriptReply | 'drop' | undefined;
   /**
@@ -102,13 +121,25 @@ export interface NextHopScript {
   conneg?: (address: string) => ConnegScript | undefined;
   /** `'drop'`: destroy the connection instead of answering this RCPT; `'hang'`: never answer it. */
   rcptSilence?: (address: string) => 'drop' | 'hang' | undefined;
+  /** Raw bytes to write instead of this RCPT's reply (garbage, a wrong code); the recipient is not added. */
+  rcptRaw?: (address: string) => string | undefined;
+  /**
+   * Instead of 354 to the DATA command: these items (a 250, garbage, …), and the session
+   * stays in command mode, so the message lines that follow are read as commands (as by a
+   * server that never switched to data). `'hang'`/`'drop'` as in `data`.
+   */
+  dataCommand?: () => readonly DataItem[] | undefined;
+  /** `'drop'`: destroy the connection as soon as the first chunk of this transaction's message data arrives (nothing recorded but `droppedMidData`). */
+  midData?: (mailFrom: string, rcptTo: readonly string[]) => 'drop' | undefined;
   /**
    * After the data. A reply: that one reply (as always). A list: exactly those replies
-   * in order (a 353 sequence written by hand); `'hang'` in it stops there for good.
+   * in order (a 353 sequence written by hand); `'hang'` in it stops there for good,
+   * `'drop'` destroys the connection there, a `{ raw }` item is written as is (a list
+   * with raw items and no `'drop'` ends as `'hang'` does).
    * undefined: the automatic per-recipient sequence when INLINE-DSN/PRDR is in effect,
    * else `250 OK: message queued`.
    */
-  data?: (msg: ReceivedMessage) => ScriptReply | readonly (ScriptReply | 'hang')[] | undefined;
+  data?: (msg: ReceivedMessage) => ScriptReply | readonly DataItem[] | undefined;
   /** The per-recipient verdict after the data (automatic sequence); undefined = accepted. */
   verdict?: (address: string, msg: ReceivedMessage) => ScriptReply | undefined;
   /** Shape of the automatic sequence. */
@@ -134,6 +165,14 @@ export interface ReceivedMessage {
   readonly body: Buffer;
   /** Whether the session was TLS-protected. */
   readonly secure: boolean;
+  /**
+   * The recipients this peer took responsibility for by what it wrote after the data
+   * (filled in when it answered): all accepted at RCPT after a 2xx single reply; after
+   * a 353 sequence, with a 2xx final reply, those whose own line (or, under INLINE-DSN,
+   * whose RCPT reply) was 2xx. Empty after a refusal, a hang, a drop, raw bytes, or a
+   * sequence without its final reply.
+   */
+  readonly accepted: string[];
 }
 
 export interface NextHopPeer {
@@ -148,6 +187,10 @@ export interface NextHopPeer {
   readonly connections: number;
   /** Messages that reached the end of DATA (also counted when `keepMessages` is false). */
   readonly received: number;
+  /** Connections accepted and never greeted (`greeting: 'never'`). */
+  readonly withheld: number;
+  /** Transactions whose connection was dropped in the middle of the data (`midData`). */
+  readonly droppedMidData: number;
   setScript(s: NextHopScript): void;
   /** Destroys every open client connection (as a crashed or impatient server would). */
   dropConnections(): void;
@@ -157,6 +200,8 @@ export interface NextHopPeer {
 export interface NextHopOptions {
   /** Keep received messages in `messages` (default true; the benchmark turns it off). */
   keepMessages?: boolean;
+  /** Listen on this port (default 0: any free one). */
+  port?: number;
 }
 
 /** Raw command lines and extension state of the current transaction, per session. */
@@ -199,7 +244,14 @@ class RecordingConnection extends SMTPConnection {
   }
 
   override init(): void {
-    this._setListeners(() => this.connectionReady());
+    const server = this._server as NextHopServer;
+    this._setListeners(() => {
+      if (this.script.greeting === 'never') {
+        server.withheld++;
+        return; // TCP accepted, no greeting: the client waits until its own time-out
+      }
+      this.connectionReady();
+    });
   }
 
   /** This connection's command lines (created at its first command). */
@@ -269,6 +321,11 @@ class RecordingConnection extends SMTPConnection {
       const silence = this.script.rcptSilence?.(address);
       if (silence === 'drop') return void this._socket.destroy();
       if (silence === 'hang') return; // never answered (the parser waits for this callback)
+      const raw = this.script.rcptRaw?.(address);
+      if (raw !== undefined) {
+        this._socket.write(raw);
+        return callback();
+      }
       if ((args.CONNEG !== undefined || args.CONPERM !== undefined) && !this.advertised.has('CONNEG')) {
         this.send(504, `5.5.4 ${args.CONNEG !== undefined ? 'CONNEG' : 'CONPERM'} not supported`);
         return callback();
@@ -295,6 +352,18 @@ class RecordingConnection extends SMTPConnection {
     super.handler_RCPT(command, callback);
   }
 
+  override handler_DATA(command: Buffer, callback: () => void): void {
+    const items = this.session.envelope.rcptTo.length > 0 ? this.script.dataCommand?.() : undefined;
+    if (!items) return super.handler_DATA(command, callback);
+    for (const x of items) {
+      if (x === 'hang') return;
+      if (x === 'drop') return void this._socket.destroy();
+      if (isRaw(x)) this._socket.write(x.raw);
+      else this.send(x.code, x.text);
+    }
+    callback();
+  }
+
   override send(code: number, data?: string | string[] | null, context?: string | false): void {
     const positive = positiveRcpt.get(this.session);
     if (positive && code === 250 && context === 'RCPT_TO_OK') {
@@ -314,6 +383,7 @@ class NextHopServer extends SMTPServer {
   keep = true;
   readonly commands: string[] = [];
   readonly sessions: string[][] = [];
+  withheld = 0;
 
   override connect(socket: net.Socket, socketOptions?: SMTPConnectionOptions | null): void {
     const connection = new RecordingConnection(this, socket, socketOptions);
@@ -339,11 +409,34 @@ function hideOptions(s: NextHopScript): Partial<SMTPServerOptions> {
   };
 }
 
+const isRaw = (x: DataItem): x is RawReply => typeof x === 'object' && 'raw' in x;
+
+/**
+ * The recipients a hand-written answer after the data takes responsibility for:
+ * nothing when it hangs, drops or holds raw bytes; a 353 sequence by position (the
+ * 352 recipients under INLINE-DSN, every accepted one under PRDR) with a 2xx final
+ * reply; else the first reply decides for every recipient accepted at RCPT.
+ */
+export function acceptedBy(msg: Pick<ReceivedMessage, 'rcptTo' | 'deferred' | 'verdicts'>, list: readonly DataItem[]): string[] {
+  if (list.length === 0 || list.some((x) => x === 'hang' || x === 'drop' || isRaw(x))) return [];
+  const replies = list as readonly ScriptReply[];
+  const first = replies[0]!;
+  if (first.code !== 353) return first.code >= 200 && first.code < 300 ? [...msg.rcptTo] : [];
+  if (replies.length < 2) return [];
+  const final = replies[replies.length - 1]!;
+  if (final.code < 200 || final.code >= 300) return [];
+  const itemised = msg.verdicts === 'INLINE-DSN' ? msg.deferred : msg.rcptTo;
+  const lines = replies.slice(1, -1);
+  return [...msg.rcptTo.filter((a) => !itemised.includes(a)), ...itemised.filter((_a, i) => lines[i] !== undefined && lines[i]!.code >= 200 && lines[i]!.code < 300)];
+}
+
 /**
  * The automatic replies after the data when per-recipient verdicts are in effect
- * (A4 / A4b), or undefined when one ordinary reply is due.
+ * (A4 / A4b), or undefined when one ordinary reply is due; with the recipients the
+ * peer means to accept by them (each line as meant for its recipient, even when a
+ * break puts it out of place; a line left out or a final reply never sent accepts no one).
  */
-function verdictSequence(script: NextHopScript, msg: ReceivedMessage): (ScriptReply | 'hang')[] | undefined {
+function verdictSequence(script: NextHopScript, msg: ReceivedMessage): { replies: DataItem[]; accepted: string[] } | undefined {
   const seq = script.sequence ?? {};
   let items: string[];
   let final: ScriptReply;
@@ -356,9 +449,10 @@ function verdictSequence(script: NextHopScript, msg: ReceivedMessage): (ScriptRe
     if (seq.collapse && !seq.break) {
       const acceptedAtRcpt = msg.rcptTo.length > msg.deferred.length;
       const codes = new Set(lines.map((l) => l.code));
-      if (lines.every((l) => l.code < 300)) return [final];
+      if (lines.every((l) => l.code < 300)) return { replies: [final], accepted: acceptedBy(msg, [final]) };
       if (!acceptedAtRcpt && codes.size === 1 && new Set(lines.map((l) => l.text.replace(/<[^>]*>\s*/, ''))).size === 1) {
-        return [{ code: lines[0]!.code, text: lines[0]!.text.replace(/<[^>]*>\s*/, '') }];
+        const one = { code: lines[0]!.code, text: lines[0]!.text.replace(/<[^>]*>\s*/, '') };
+        return { replies: [one], accepted: acceptedBy(msg, [one]) };
       }
     }
   } else if (msg.verdicts === 'PRDR' && msg.rcptTo.length >= 2) {
@@ -371,19 +465,24 @@ function verdictSequence(script: NextHopScript, msg: ReceivedMessage): (ScriptRe
     return undefined;
   }
   const head: ScriptReply = { code: 353, text: msg.verdicts === 'PRDR' ? 'PRDR content analysis beginning' : 'data looks okay but wait for confirmation' };
+  /** What the peer means by the lines it writes, when it writes its final reply: `written` = the recipients given a line. */
+  const meant = (written: readonly string[]): string[] =>
+    final.code >= 200 && final.code < 300
+      ? [...msg.rcptTo.filter((a) => !items.includes(a)), ...items.filter((a, i) => written.includes(a) && lines[i]!.code >= 200 && lines[i]!.code < 300)]
+      : [];
   switch (seq.break) {
     case 'short':
-      return [head, ...lines.slice(0, -1), final];
+      return { replies: [head, ...lines.slice(0, -1), final], accepted: meant(items.slice(0, -1)) };
     case 'extra':
-      return [head, ...lines, lines[lines.length - 1]!, final];
+      return { replies: [head, ...lines, lines[lines.length - 1]!, final], accepted: meant(items) };
     case 'swap':
-      return [head, ...(lines.length >= 2 ? [lines[1]!, lines[0]!, ...lines.slice(2)] : lines), final];
+      return { replies: [head, ...(lines.length >= 2 ? [lines[1]!, lines[0]!, ...lines.slice(2)] : lines), final], accepted: meant(items) };
     case 'hang':
-      return [head, ...lines, 'hang'];
+      return { replies: [head, ...lines, 'hang'], accepted: [] };
     case 'hang-after-353':
-      return [head, 'hang'];
+      return { replies: [head, 'hang'], accepted: [] };
     default:
-      return [head, ...lines, final];
+      return { replies: [head, ...lines, final], accepted: meant(items) };
   }
 }
 
@@ -393,6 +492,7 @@ export async function startNextHop(initial: NextHopScript = {}, opts: NextHopOpt
   const messages: ReceivedMessage[] = [];
   let connections = 0;
   let received = 0;
+  let droppedMidData = 0;
 
   const server = new NextHopServer({
     name: 'next-hop.test',
@@ -416,10 +516,26 @@ export async function startNextHop(initial: NextHopScript = {}, opts: NextHopOpt
     },
     onData(stream, session, cb) {
       const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
+      let dropped = false;
+      stream.on('error', () => {}); // the connection went away mid-data: nothing to record
+      stream.on('data', (c: Buffer) => {
+        if (dropped) return;
+        if (chunks.length === 0 && script.midData) {
+          const from = session.envelope.mailFrom;
+          if (script.midData(from ? from.address : '', session.envelope.rcptTo.map((r) => r.address)) === 'drop') {
+            dropped = true;
+            droppedMidData++;
+            connectionOf.get(session)?._socket.destroy();
+            return;
+          }
+        }
+        chunks.push(c);
+      });
       stream.on('end', () => {
+        if (dropped) return;
         const txn = transactions.get(session) ?? { mailLine: '', rcptLines: [], deferred: [] };
         const from = session.envelope.mailFrom;
+        const accepted: string[] = [];
         const msg: ReceivedMessage = {
           mailFrom: from ? from.address : '',
           mailLine: txn.mailLine,
@@ -429,23 +545,35 @@ export async function startNextHop(initial: NextHopScript = {}, opts: NextHopOpt
           ...(txn.verdicts && { verdicts: txn.verdicts }),
           body: Buffer.concat(chunks),
           secure: session.secure,
+          accepted,
         };
         received++;
         if (keep) messages.push(msg);
         const answer = (): void => {
-          const r = script.data?.(msg) ?? verdictSequence(script, msg);
-          if (r === undefined) return cb(null, 'OK: message queued');
+          const scripted = script.data?.(msg);
+          const auto = scripted === undefined ? verdictSequence(script, msg) : undefined;
+          const r = scripted ?? auto?.replies;
+          if (r === undefined) {
+            accepted.push(...msg.rcptTo);
+            return cb(null, 'OK: message queued');
+          }
           if (!Array.isArray(r)) {
             const one = r as ScriptReply;
+            accepted.push(...acceptedBy(msg, [one]));
             if (one.code >= 400) return cb(smtpError(one));
             return cb(null, one.text);
           }
-          const list = r as readonly (ScriptReply | 'hang')[];
-          const hang = list.indexOf('hang');
-          if (hang >= 0) {
-            // Written by hand, and the DATA callback never called: the session hangs here.
+          const list = r as readonly DataItem[];
+          accepted.push(...(auto ? auto.accepted : acceptedBy(msg, list)));
+          if (list.some((x) => x === 'hang' || x === 'drop' || isRaw(x))) {
+            // Written by hand, and the DATA callback never called: the session hangs here (or is dropped).
             const conn = connectionOf.get(session);
-            for (const x of list.slice(0, hang) as ScriptReply[]) conn?.send(x.code, x.text);
+            for (const x of list) {
+              if (x === 'hang') return;
+              if (x === 'drop') return void conn?._socket.destroy();
+              if (isRaw(x)) conn?._socket.write(x.raw);
+              else conn?.send(x.code, x.text);
+            }
             return;
           }
           // smtp-server sends each element of an array as its own reply: an Error with its code, a string as 250.
@@ -462,7 +590,7 @@ export async function startNextHop(initial: NextHopScript = {}, opts: NextHopOpt
 
   await new Promise<void>((resolve, reject) => {
     server.server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
   });
   const address = server.server.address();
   const port = typeof address === 'object' && address ? address.port : 0;
@@ -477,6 +605,12 @@ export async function startNextHop(initial: NextHopScript = {}, opts: NextHopOpt
     },
     get received() {
       return received;
+    },
+    get withheld() {
+      return server.withheld;
+    },
+    get droppedMidData() {
+      return droppedMidData;
     },
     setScript(s: NextHopScript) {
       script = s;
