@@ -31,6 +31,19 @@ export interface LoadOptions {
   readonly reconnectWindowMs?: number;
   /** Called after every message's outcome is known (progress for a killer). */
   readonly onOutcome?: (m: MessageOutcome) => void;
+  /**
+   * Pause a session this long after a message was refused (a 4xx/5xx instead of
+   * the 250), as a real client backs off; default 0. Keeps a Redis outage from
+   * burning through the run's messages in a few milliseconds.
+   */
+  readonly refusedPauseMs?: number;
+  /**
+   * Pace the load: at most this many messages per second over all sessions (each
+   * session starts its i-th message no earlier than i × sessions / rate seconds
+   * after the load began, and catches up after a stall); unset: as fast as the
+   * relay answers.
+   */
+  readonly ratePerSec?: number;
 }
 
 export interface MessageOutcome {
@@ -40,6 +53,12 @@ export interface MessageOutcome {
   readonly status: 'accepted' | 'refused' | 'unacknowledged';
   readonly queueId?: string;
   readonly reply?: string;
+  /** The code of the reply that decided the outcome (250, or the refusal: MAIL's, a RCPT's, DATA's or the final one). */
+  readonly code?: number;
+  /** That reply's enhanced status code (`4.3.0`), when it had one. */
+  readonly enhanced?: string;
+  /** Where it was refused: at MAIL, at RCPT (every recipient), at DATA, or after the data. */
+  readonly refusedAt?: 'mail' | 'rcpt' | 'data' | 'end';
   /** From the first command of the transaction to the reply after the data. */
   readonly latencyMs?: number;
 }
@@ -57,8 +76,12 @@ export interface LoadResult {
   readonly acceptWallMs: number;
   /** Acceptance latencies of accepted messages, ms, sorted ascending. */
   readonly latencies: readonly number[];
-  /** Connections that had to be re-opened. */
+  /** Connections that had to be re-opened (each one died without a 221 or 421). */
   readonly reconnects: number;
+  /** Failed connection attempts while (re)connecting: refused, closed or no greeting. */
+  readonly connectFailures: number;
+  /** Connections closed by the server with a 421 (a polite close, not a drop). */
+  readonly closedWith421: number;
 }
 
 /** One parsed SMTP reply: code and its lines joined. */
@@ -138,12 +161,15 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   let startedAt = Infinity;
   let lastAcceptedAt = 0;
   let reconnects = 0;
+  let connectFailures = 0;
+  let closedWith421 = 0;
 
   const record = (m: MessageOutcome) => {
     outcomes.push(m);
     o.onOutcome?.(m);
   };
 
+  const loadStart = performance.now();
   const session = async (s: number, count: number) => {
     let conn: { sock: Socket; replies: ReplyReader } | undefined;
     const open = async () => {
@@ -152,6 +178,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
         try {
           return await openSession(host, o.port);
         } catch (err) {
+          connectFailures++;
           if (!o.reconnect || performance.now() > deadline) throw err;
           await sleep(Math.min(50 * (attempt + 1), 250));
         }
@@ -159,6 +186,12 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     };
     try {
       for (let i = 0; i < count; i++) {
+        if (o.ratePerSec) {
+          // Session s's i-th message is message i·S + s of the whole load.
+          const due = loadStart + ((i * o.sessions + s) * 1000) / o.ratePerSec;
+          const wait = due - performance.now();
+          if (wait > 1) await sleep(wait);
+        }
         if (!conn) {
           conn = await open();
         }
@@ -172,13 +205,20 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
           sock.write(`MAIL FROM:<sender@bench.invalid>\r\n${rcpts.map((r) => `RCPT TO:<${r}>\r\n`).join('')}DATA\r\n`);
           const mail = await replies.next();
           let okRcpts = 0;
-          for (let r = 0; r < rcpts.length; r++) if ((await replies.next()).code === 250) okRcpts++;
+          let rcptRefusal: Reply | undefined;
+          for (let r = 0; r < rcpts.length; r++) {
+            const rr = await replies.next();
+            if (rr.code === 250) okRcpts++;
+            else rcptRefusal ??= rr;
+          }
           const dataReply = await replies.next();
           if (dataReply.code !== 354) {
             replied = true;
-            record({ messageId: id, recipients: rcpts, status: 'refused', reply: firstProblem(mail, okRcpts, dataReply) });
+            const [at, decisive] = mail.code !== 250 ? (['mail', mail] as const) : okRcpts === 0 && rcptRefusal ? (['rcpt', rcptRefusal] as const) : (['data', dataReply] as const);
+            record({ messageId: id, recipients: rcpts, status: 'refused', reply: firstProblem(mail, okRcpts, dataReply), code: decisive.code, ...enhancedOf(decisive.text), refusedAt: at });
             sock.write('RSET\r\n');
             await replies.next();
+            if (o.refusedPauseMs) await sleep(o.refusedPauseMs);
             continue;
           }
           sock.cork();
@@ -192,10 +232,14 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
           if (final.code === 250) {
             lastAcceptedAt = Math.max(lastAcceptedAt, performance.now());
             const queueId = /\[QUEUEID ([^\]\s]+)\]/.exec(final.text)?.[1];
-            record({ messageId: id, recipients: rcpts, status: 'accepted', ...(queueId && { queueId }), reply: final.text, latencyMs });
+            record({ messageId: id, recipients: rcpts, status: 'accepted', ...(queueId && { queueId }), reply: final.text, code: 250, latencyMs });
           } else {
-            record({ messageId: id, recipients: rcpts, status: 'refused', reply: final.text, latencyMs });
-            if (final.code === 421) throw new ConnectionLost(final.text);
+            record({ messageId: id, recipients: rcpts, status: 'refused', reply: final.text, code: final.code, ...enhancedOf(final.text), refusedAt: 'end', latencyMs });
+            if (final.code === 421) {
+              closedWith421++;
+              throw new ConnectionLost(final.text);
+            }
+            if (o.refusedPauseMs) await sleep(o.refusedPauseMs);
           }
         } catch (err) {
           if (!(err instanceof ConnectionLost)) throw err;
@@ -210,7 +254,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
             }
             return;
           }
-          reconnects++;
+          if (!/^421/.test(err.message)) reconnects++;
         }
       }
       if (conn) {
@@ -237,6 +281,8 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     acceptWallMs: lastAcceptedAt - startedAt,
     latencies: accepted.map((m) => m.latencyMs!).sort((a, b) => a - b),
     reconnects,
+    connectFailures,
+    closedWith421,
   };
 }
 
@@ -259,6 +305,11 @@ async function openSession(host: string, port: number): Promise<{ sock: Socket; 
     sock.destroy();
     throw err;
   }
+}
+
+function enhancedOf(text: string): { enhanced?: string } {
+  const m = /^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b/.exec(text);
+  return m ? { enhanced: m[1]! } : {};
 }
 
 function firstProblem(mail: Reply, okRcpts: number, data: Reply): string {

@@ -1,9 +1,12 @@
 /**
- * The relay as the benchmark and the no-loss proof run it: `node
- * bin/drucof-relay.js start --config FILE` as a child process, with the public
- * environment variables, exactly as a user starts it. Ready once its port answers
- * `220` (works at any log level). Also: CPU time and peak RSS of a process from
- * /proc, and a registry that kills every child we started on exit or Ctrl-C.
+ * The relay as the benchmark and the fault tests run it: `node
+ * bin/drucof-relay.js start|listen|work --config FILE` as a child process, with
+ * the public environment variables, exactly as a user starts it. `start` and
+ * `listen` are ready once their port answers `220`; `work` (no SMTP port) once
+ * its ops endpoint (`http.listen`, on a loopback port of its own) answers
+ * `/healthz` — all of it works at any log level. Also: CPU time and peak RSS of a
+ * process from /proc, and a registry that kills every child we started on exit
+ * or Ctrl-C.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,12 +18,18 @@ import { freePort } from '../test/helpers/ports.ts';
 
 const BIN = new URL('../bin/drucof-relay.js', import.meta.url).pathname;
 
+export type RelayCommand = 'start' | 'listen' | 'work';
+
 export interface RelayChildOptions {
+  /** Which half (or both) of the relay to run; default `start`. */
+  readonly command?: RelayCommand;
   readonly smarthost: string;
   readonly redisUrl: string;
   readonly prefix: string;
   /** Listen port; a free one when unset (a restarted relay passes the old one). */
   readonly port?: number;
+  /** `work` only: the ops endpoint's port used to tell it is up; a free one when unset. */
+  readonly httpPort?: number;
   /** Merged over the bench defaults (warn-level logging). */
   readonly config?: Record<string, unknown>;
   /** Extra environment. */
@@ -31,7 +40,9 @@ export interface RelayChildOptions {
 }
 
 export interface RelayChild {
+  readonly command: RelayCommand;
   readonly pid: number;
+  /** The SMTP port (`start`, `listen`) or the ops endpoint's port (`work`). */
   readonly port: number;
   readonly proc: ChildProcess;
   /** The last 64 KiB the process wrote (JSON log lines, errors). */
@@ -45,14 +56,17 @@ export interface RelayChild {
 }
 
 export async function startRelayChild(o: RelayChildOptions): Promise<RelayChild> {
+  const command = o.command ?? 'start';
   const dir = mkdtempSync(join(tmpdir(), 'drucof-bench-relay-'));
   const file = join(dir, 'relay.yaml');
-  writeFileSync(file, YAML.stringify({ log: { level: 'warn' }, ...o.config }));
-  const port = o.port ?? (await freePort());
-  const proc = spawn(process.execPath, [...(o.nodeArgs ?? []), BIN, 'start', '--config', file], {
+  const work = command === 'work';
+  const port = (work ? o.httpPort : o.port) ?? (await freePort());
+  const config = { log: { level: 'warn' }, ...o.config, ...(work && { http: { listen: `127.0.0.1:${port}` } }) };
+  writeFileSync(file, YAML.stringify(config));
+  const proc = spawn(process.execPath, [...(o.nodeArgs ?? []), BIN, command, '--config', file], {
     env: {
       ...process.env,
-      RELAY_LISTEN: `127.0.0.1:${port}`,
+      ...(!work && { RELAY_LISTEN: `127.0.0.1:${port}` }),
       RELAY_SMARTHOST: o.smarthost,
       REDIS_URL: o.redisUrl,
       RELAY_QUEUE_PREFIX: o.prefix,
@@ -79,17 +93,19 @@ export async function startRelayChild(o: RelayChildOptions): Promise<RelayChild>
   };
 
   const deadline = Date.now() + (o.readyTimeoutMs ?? 30_000);
-  while (!(await answers220(port))) {
+  const ready = work ? () => answersHealthz(port) : () => answers220(port);
+  while (!(await ready())) {
     if (gone() || Date.now() > deadline) {
       if (!gone()) proc.kill('SIGKILL');
       await exited;
       cleanup();
-      throw new Error(`relay did not become ready on port ${port} (exit ${proc.exitCode ?? proc.signalCode}):\n${out.slice(-4000)}`);
+      throw new Error(`relay ${command} did not become ready on port ${port} (exit ${proc.exitCode ?? proc.signalCode}):\n${out.slice(-4000)}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }
 
   return {
+    command,
     pid: proc.pid!,
     port,
     proc,
@@ -131,6 +147,17 @@ export function answers220(port: number, host = '127.0.0.1'): Promise<boolean> {
       finish(buf.startsWith('220'));
     });
   });
+}
+
+/** True when an ops endpoint answers `GET /healthz` with 200 within 1 s. */
+export async function answersHealthz(port: number, host = '127.0.0.1'): Promise<boolean> {
+  try {
+    const r = await fetch(`http://${host}:${port}/healthz`, { signal: AbortSignal.timeout(1000) });
+    await r.body?.cancel();
+    return r.status === 200;
+  } catch {
+    return false;
+  }
 }
 
 let clockTicks: number | undefined;

@@ -31,9 +31,19 @@ export const DELIVERY_JOB_OPTIONS: JobsOptions = {
 
 export class StoreUnavailableError extends Error {}
 
+/** How often an undo that failed is tried again while Redis stays away (also on every reconnect). */
+const UNDO_RETRY_MS = 250;
+/** At most this many undos are kept waiting (one per refused message; a bound for a very long outage). */
+const UNDO_MAX_PENDING = 100_000;
+
 export class MessageStore {
   readonly queue: Queue<DeliveryJobData>;
   private readonly k: ReturnType<typeof keys>;
+  /** Hashes of refused messages whose removal failed (Redis went away mid-write): removed once it answers. */
+  private readonly undoPending = new Set<string>();
+  private undoTimer: NodeJS.Timeout | undefined;
+  private undoRunning = false;
+  private readonly onReady = () => void this.retryUndo();
 
   constructor(
     readonly redis: Redis,
@@ -44,6 +54,12 @@ export class MessageStore {
     this.queue = new Queue<DeliveryJobData>(DELIVERY_QUEUE, { connection: redis, prefix: this.k.bullPrefix });
     // The queue reports connection errors as events; callers see them as rejected writes.
     this.queue.on('error', () => {});
+    redis.on('ready', this.onReady);
+  }
+
+  /** Refused messages whose hash is still waiting to be removed (Redis unreachable since). */
+  get pendingUndos(): number {
+    return this.undoPending.size;
   }
 
   /** Stores message and recipients, then queues the delivery job. Throws StoreUnavailableError. */
@@ -62,10 +78,46 @@ export class MessageStore {
       );
       return envelope.id;
     } catch (err) {
-      // Undo the hash so nothing half-stored is left; if Redis is gone this fails too,
-      // and the orphan (a hash with no job) is never delivered: the client got 451.
-      await this.redis.del(key).catch(() => {});
+      // Undo the hash so nothing half-stored is left: a job whose hash is gone finds
+      // nothing and is dropped. A write can fail *and* have been applied (Redis took
+      // it, then died or was stopped before it answered); if Redis is gone the undo
+      // fails too, so it is tried again as soon as Redis answers — otherwise the
+      // message would be delivered although the client got 451 (and, as told, sends
+      // it again: a duplicate).
+      await this.redis.del(key).catch(() => this.undoLater(key));
       throw new StoreUnavailableError((err as Error).message);
+    }
+  }
+
+  private undoLater(key: string): void {
+    if (this.undoPending.size >= UNDO_MAX_PENDING) return;
+    this.undoPending.add(key);
+    this.undoTimer ??= setTimeout(() => {
+      this.undoTimer = undefined;
+      void this.retryUndo();
+    }, UNDO_RETRY_MS).unref();
+  }
+
+  private async retryUndo(): Promise<void> {
+    if (this.undoRunning || this.undoPending.size === 0) return;
+    this.undoRunning = true;
+    try {
+      const batch = [...this.undoPending];
+      for (let i = 0; i < batch.length; i += 500) {
+        const chunk = batch.slice(i, i + 500);
+        await this.redis.del(...chunk);
+        for (const k of chunk) this.undoPending.delete(k);
+      }
+    } catch {
+      // Still unreachable: the timer tries again.
+    } finally {
+      this.undoRunning = false;
+      if (this.undoPending.size > 0) {
+        this.undoTimer ??= setTimeout(() => {
+          this.undoTimer = undefined;
+          void this.retryUndo();
+        }, UNDO_RETRY_MS).unref();
+      }
     }
   }
 
@@ -175,6 +227,9 @@ export class MessageStore {
   }
 
   async close(): Promise<void> {
+    this.redis.off('ready', this.onReady);
+    clearTimeout(this.undoTimer);
+    this.undoTimer = undefined;
     await this.queue.close();
   }
 

@@ -38,6 +38,10 @@ export interface RelayWorkerOptions {
 
 /** A stalled job is re-run however often it stalls (BullMQ's default fails it after one). */
 const NEVER_FAIL_FOR_STALLING = Number.MAX_SAFE_INTEGER;
+/** Lock per active job (renewed at half of it); a dead worker's jobs wait this long at most before a check may see them stalled. */
+const STALLED_LOCK_MS = 30_000;
+/** How often (queue-wide) active jobs are checked for a lost lock; same on every worker of the queue. */
+const STALLED_CHECK_MS = 5_000;
 
 export function createRelayWorker(opts: RelayWorkerOptions): Worker<DeliveryJobData> {
   const { config, store, log } = opts;
@@ -115,9 +119,16 @@ export function createRelayWorker(opts: RelayWorkerOptions): Worker<DeliveryJobD
     prefix: keys(config.redis.prefix).bullPrefix,
     concurrency: config.queue.concurrency,
     maxStalledCount: NEVER_FAIL_FOR_STALLING,
-    // Same on every worker of the queue (BullMQ gates the stalled check on whichever ran last).
-    lockDuration: 30_000,
-    stalledInterval: 30_000,
+    // A job's lock lives 30 s and is renewed every 15 s while its worker lives; a job
+    // whose worker died is re-run by the first stalled check after its lock expired
+    // that had seen it active before. Checks are gated queue-wide (one per interval,
+    // whichever worker runs it), so a worker restarted after a crash finds the gate
+    // of the dead one's last check still set: with a 30 s interval the re-run came
+    // ~60 s after the crash, with 5 s it comes 25–35 s after. A check is one small
+    // script (the active list and a set), and a live worker's job is never moved
+    // (its lock is there), so checking often costs nothing and duplicates nothing.
+    lockDuration: STALLED_LOCK_MS,
+    stalledInterval: STALLED_CHECK_MS,
   });
   // While Redis is unreachable BullMQ reports every reconnect attempt; one line per 30 s is enough.
   let lastError = '';
