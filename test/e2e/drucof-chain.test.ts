@@ -18,6 +18,7 @@ import { startRelay, type RelayProcess } from '../helpers/relay-process.ts';
 import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
 import { Dialog } from '../helpers/dialog.ts';
 import { bigPng, field, imageMessage, rawLeaves } from '../fixtures/images/mail.ts';
+import { sleep, waitFor } from '../helpers/wait.ts';
 
 const JPEG_800 = '(| (type="text/plain") (& (type="image/jpeg") (pix-x<=800)))';
 const RECIPIENT = 'far@sink.test';
@@ -33,14 +34,6 @@ let relayA: RelayProcess;
 let relayB: RelayProcess;
 let raw: Buffer;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function waitFor<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 25_000): Promise<T> {
-  for (const end = Date.now() + ms; ; await sleep(50)) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-  }
-}
 
 async function settled(store: MessageStore, id: string, relay: RelayProcess): Promise<RecipientState[]> {
   let last: readonly RecipientState[] = [];

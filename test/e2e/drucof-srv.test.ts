@@ -18,6 +18,7 @@ import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
 import { Dialog } from '../helpers/dialog.ts';
 import { bigPng, field, imageMessage, rawLeaves } from '../fixtures/images/mail.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const JPEG_800 = '(| (type="text/plain") (& (type="image/jpeg") (pix-x<=800)))';
 const KNOWN = 'far@srv.test';
@@ -33,14 +34,6 @@ let dns: DnsServer;
 let relay: RelayProcess;
 let raw: Buffer;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function waitFor<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 25_000): Promise<T> {
-  for (const end = Date.now() + ms; ; await sleep(50)) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-  }
-}
 
 async function submit(to: readonly string[]): Promise<string> {
   const d = await Dialog.connect(relay.port);

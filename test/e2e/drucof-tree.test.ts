@@ -20,6 +20,8 @@ import { startRelay, type RelayProcess } from '../helpers/relay-process.ts';
 import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
 import { Dialog } from '../helpers/dialog.ts';
 import { bigPng, compose, field, image, imageMessage, rawLeaves } from '../fixtures/images/mail.ts';
+import { deliveryStatusBlocks, blockFor } from '../helpers/reports.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const JPEG_800 = '(| (type="text/plain") (& (type="image/jpeg") (pix-x<=800)))';
 const JPEG_200 = '(| (type="text/plain") (& (type="image/jpeg") (pix-x<=200)))';
@@ -51,14 +53,6 @@ const hopKey = (peer: NextHopPeer): string => `route:127.0.0.1:${peer.port}`;
 /** The messages the tests send (built once: real images, real MIME). */
 const msgs: Record<'big' | 'prohibited' | 'omissible' | 'broken' | 'text', Buffer> = {} as never;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function waitFor<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 20_000): Promise<T> {
-  for (const end = Date.now() + ms; ; await sleep(50)) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-  }
-}
 
 /** Submits `raw` from s@sender.test; DRUCOF on every RCPT whose local part does not start with `plain`. Returns the queue id. */
 async function submit(to: readonly string[], raw: Buffer): Promise<string> {
@@ -124,13 +118,8 @@ async function reportFor(address: string): Promise<Record<string, string>> {
       const mail = await simpleParser(m.body, { keepDeliveryStatus: true });
       const ds = mail.attachments.find((a) => a.contentType === 'message/delivery-status');
       if (!ds) continue;
-      const blocks = ds.content
-        .toString('latin1')
-        .replace(/\r\n[ \t]+/g, ' ')
-        .trim()
-        .split(/\r\n\r\n/)
-        .map((b) => Object.fromEntries(b.split('\r\n').map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()])));
-      const mine = blocks.find((b) => b['Final-Recipient']?.replace(/\s/g, '').toLowerCase() === `rfc822;${address.toLowerCase()}`);
+      const blocks = deliveryStatusBlocks(ds.content);
+      const mine = blockFor(blocks, address);
       if (mine) return mine;
     }
     return undefined;

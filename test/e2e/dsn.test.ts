@@ -14,6 +14,8 @@ import { MessageStore } from '../../src/queue/store.ts';
 import { startNextHop, type ReceivedMessage } from '../peers/next-hop.ts';
 import { startRelay, type RelayProcess } from '../helpers/relay-process.ts';
 import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
+import { deliveryStatusBlocks } from '../helpers/reports.ts';
+import { sleep, waitFor } from '../helpers/wait.ts';
 
 const prefix = uniquePrefix('e2e-dsn');
 const expiryPrefix = uniquePrefix('e2e-dsn-expiry');
@@ -29,14 +31,6 @@ let patient: RelayProcess;
 let slowUntil = 0;
 let hinted = 0;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function waitFor<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 20_000): Promise<T> {
-  for (const end = Date.now() + ms; ; await sleep(50)) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-  }
-}
 
 const reportsTo = (sender: string) => withDsn.messages.filter((m) => m.mailFrom === '' && m.rcptTo.includes(sender));
 
@@ -45,12 +39,7 @@ async function parseReport(m: ReceivedMessage) {
   const mail = await simpleParser(m.body, { keepDeliveryStatus: true });
   const ds = mail.attachments.find((a) => a.contentType === 'message/delivery-status');
   expect(ds, 'delivery-status part').toBeDefined();
-  const blocks = ds!.content
-    .toString('latin1')
-    .replace(/\r\n[ \t]+/g, ' ')
-    .trim()
-    .split(/\r\n\r\n/)
-    .map((b) => Object.fromEntries(b.split('\r\n').map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()])));
+  const blocks = deliveryStatusBlocks(ds!.content);
   const contentType = mail.headers.get('content-type') as { value: string; params: Record<string, string> };
   return { mail, contentType, perMessage: blocks[0]!, recipients: blocks.slice(1), parts: mail.attachments.map((a) => a.contentType) };
 }

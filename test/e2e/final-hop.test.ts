@@ -23,6 +23,8 @@ import { startRelay, type RelayProcess } from '../helpers/relay-process.ts';
 import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
 import { Dialog } from '../helpers/dialog.ts';
 import { bigPng, compose, field, imageMessage, rawLeaves } from '../fixtures/images/mail.ts';
+import { deliveryStatusBlocks, blockFor } from '../helpers/reports.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const JPEG_800 = '(| (type="text/plain") (& (type="image/jpeg") (pix-x<=800)))';
 
@@ -38,14 +40,6 @@ let lmtpPort: number;
 const lmtpMessages: { rcpt: string[]; opening: string; body: Buffer }[] = [];
 const msgs: Record<'text' | 'big', Buffer> = {} as never;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function waitFor<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 20_000): Promise<T> {
-  for (const end = Date.now() + ms; ; await sleep(50)) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}\nrelay output:\n${relay.output().slice(-4000)}`);
-  }
-}
 
 /** Submits `raw` from s@sender.test; each recipient with its own RCPT parameters. Returns the queue id. */
 async function submit(to: readonly (readonly [string, string?])[], raw: Buffer): Promise<string> {
@@ -96,13 +90,8 @@ async function reportFor(address: string): Promise<Record<string, string> & { su
       const mail = await simpleParser(m.body, { keepDeliveryStatus: true });
       const ds = mail.attachments.find((a) => a.contentType === 'message/delivery-status');
       if (!ds) continue;
-      const blocks = ds.content
-        .toString('latin1')
-        .replace(/\r\n[ \t]+/g, ' ')
-        .trim()
-        .split(/\r\n\r\n/)
-        .map((b) => Object.fromEntries(b.split('\r\n').map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()])));
-      const mine = blocks.find((b) => b['Final-Recipient']?.replace(/\s/g, '').toLowerCase() === `rfc822;${address.toLowerCase()}`);
+      const blocks = deliveryStatusBlocks(ds.content);
+      const mine = blockFor(blocks, address);
       if (mine) return { ...mine, subject: mail.subject ?? '' };
     }
     return undefined;

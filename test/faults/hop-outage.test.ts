@@ -19,6 +19,7 @@ import { startRelay, type RelayProcess } from '../helpers/relay-process.ts';
 import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
 import { freePort } from '../helpers/ports.ts';
 import { Dialog } from '../helpers/dialog.ts';
+import { deliveryStatusBlocks } from '../helpers/reports.ts';
 
 const SCHEDULE_MS = [1000, 2000, 4000];
 const DELAY_WARNING_MS = 2000;
@@ -159,12 +160,7 @@ const reportsTo = (sender: string): ReceivedMessage[] => reports.messages.filter
 async function parseReport(m: ReceivedMessage) {
   const mail = await simpleParser(m.body, { keepDeliveryStatus: true });
   const ds = mail.attachments.find((a) => a.contentType === 'message/delivery-status');
-  const blocks = ds!.content
-    .toString('latin1')
-    .replace(/\r\n[ \t]+/g, ' ')
-    .trim()
-    .split(/\r\n\r\n/)
-    .map((b) => Object.fromEntries(b.split('\r\n').map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()])));
+  const blocks = deliveryStatusBlocks(ds!.content);
   return { recipients: blocks.slice(1) };
 }
 
