@@ -6,23 +6,17 @@
  * the old way without it (a failed recipient with its report owed), and PRDR's
  * sequences. Driven by the wire-level Dialog, pipelined where it matters.
  */
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.ts';
-import { createInbound, type Inbound, type InboundOptions } from '../../src/inbound/index.ts';
+import { type InboundOptions } from '../../src/inbound/index.ts';
 import type { VerdictSource } from '../../src/inbound/verdicts.ts';
 import type { CapabilityLookup } from '../../src/model/capability.ts';
 import { reply } from '../../src/model/reply.ts';
-import { silentLogger } from '../../src/ops/log.ts';
-import { MessageStore } from '../../src/queue/store.ts';
 import { Dialog, type WireReply } from '../helpers/dialog.ts';
-import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
+import { inboundBed, pipelined } from '../helpers/inbound.ts';
 
-const prefix = uniquePrefix('inbound-extensions');
-const redis = new Redis(REDIS_URL);
-const store = new MessageStore(redis, prefix);
-const running: Inbound[] = [];
-const dialogs: Dialog[] = [];
+const bed = inboundBed('inbound-extensions');
+const { store } = bed;
 
 /** The A10 example policies and capabilities. */
 const A10 = {
@@ -50,50 +44,25 @@ const deferSlow: VerdictSource = {
 
 async function start(raw: Record<string, unknown> = {}, extra: Partial<InboundOptions> = {}): Promise<number> {
   const config = parseConfig({ listen: '127.0.0.1:0', ...A10, ...raw });
-  const inbound = createInbound({ config, store, log: silentLogger, hostname: 'relay.test', verdictSources: [deferSlow], ...extra });
-  running.push(inbound);
-  return (await inbound.listen()).port;
+  return bed.listen({ config, verdictSources: [deferSlow], ...extra });
 }
 
 async function connect(port: number): Promise<Dialog> {
-  const d = await Dialog.connect(port);
-  dialogs.push(d);
+  const d = await bed.connect(port);
   await d.hello();
   return d;
 }
 
-const messageKeys = async () => (await redis.keys(`${prefix}:msg:*`)).length;
+const { messageKeys } = bed;
 const jobs = () => store.queue.count();
 const codes = (rs: readonly WireReply[]) => rs.map((r) => r.code);
 const FIGHT = 'From: s@example.com\r\nSubject: round two\r\n\r\nLet us fight about it.\r\n.\r\n';
 const PEACE = 'From: s@example.com\r\nSubject: hello\r\n\r\nLet us talk about it.\r\n.\r\n';
 
-/** Sends a whole transaction pipelined (RFC 2920) and reads `n` replies after the greeting part. */
-async function pipelined(d: Dialog, lines: string[], data: string, after: number): Promise<{ before: WireReply[]; after: WireReply[] }> {
-  d.write(lines.map((l) => l + '\r\n').join(''));
-  const before: WireReply[] = [];
-  for (let i = 0; i < lines.length; i++) before.push(await d.read());
-  d.write(data);
-  const rest: WireReply[] = [];
-  for (let i = 0; i < after; i++) rest.push(await d.read());
-  return { before, after: rest };
-}
-
-afterEach(async () => {
-  for (const d of dialogs.splice(0)) d.destroy();
-  await Promise.all(running.splice(0).map((i) => i.close(200)));
-});
-
-afterAll(async () => {
-  await store.close();
-  redis.disconnect();
-  await dropPrefix(prefix);
-});
 
 describe('EHLO keywords (A1)', () => {
   const keywords = async (extensions?: InboundOptions['extensions']) => {
-    const d = await Dialog.connect(await start({}, extensions ? { extensions } : {}));
-    dialogs.push(d);
+    const d = await bed.connect(await start({}, extensions ? { extensions } : {}));
     const ehlo = await d.hello();
     return ehlo.raw.slice(1).map((l) => l.slice(4));
   };

@@ -7,25 +7,19 @@
  * accepted recipients are stored. Transactions are pipelined (RFC 2920): the
  * verdict sources answer asynchronously at RCPT.
  */
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { CapabilityCache } from '../../src/capabilities/cache.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import { createConversionEngine, loadConverters, type ConversionEngine } from '../../src/conversion/index.ts';
-import { createInbound, type Inbound } from '../../src/inbound/index.ts';
 import { silentLogger } from '../../src/ops/log.ts';
-import { MessageStore } from '../../src/queue/store.ts';
 import { drucofFailFast } from '../../src/relay/fail-fast.ts';
 import { compose, image } from '../fixtures/images/mail.ts';
 import { Dialog, type WireReply } from '../helpers/dialog.ts';
-import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
+import { inboundBed, pipelined } from '../helpers/inbound.ts';
 
-const prefix = uniquePrefix('inbound-fail-fast');
-const redis = new Redis(REDIS_URL);
-const store = new MessageStore(redis, prefix);
-const cache = new CapabilityCache(redis, { prefix });
-const running: Inbound[] = [];
-const dialogs: Dialog[] = [];
+const bed = inboundBed('inbound-fail-fast');
+const { store, messageKeys } = bed;
+const cache = new CapabilityCache(bed.redis, { prefix: bed.prefix });
 
 const config = parseConfig({
   listen: '127.0.0.1:0',
@@ -66,44 +60,14 @@ beforeAll(async () => {
 });
 
 async function connect(): Promise<Dialog> {
-  const inbound = createInbound({
-    config,
-    store,
-    log: silentLogger,
-    hostname: 'relay.test',
-    verdictSources: [drucofFailFast({ config, cache, engine, log: silentLogger })],
-  });
-  running.push(inbound);
-  const d = await Dialog.connect((await inbound.listen()).port);
-  dialogs.push(d);
+  const d = await bed.connect(await bed.listen({ config, verdictSources: [drucofFailFast({ config, cache, engine, log: silentLogger })] }));
   await d.hello();
   return d;
 }
 
 /** Sends a whole transaction pipelined (RFC 2920) and reads `n` replies after the data. */
-async function pipelined(d: Dialog, lines: string[], data: string, after: number): Promise<{ before: WireReply[]; after: WireReply[] }> {
-  d.write(lines.map((l) => l + '\r\n').join(''));
-  const before: WireReply[] = [];
-  for (let i = 0; i < lines.length; i++) before.push(await d.read());
-  d.write(data);
-  const rest: WireReply[] = [];
-  for (let i = 0; i < after; i++) rest.push(await d.read());
-  return { before, after: rest };
-}
 
 const wire = (rs: readonly WireReply[]) => rs.map((r) => r.raw.join('|'));
-const messageKeys = async () => (await redis.keys(`${prefix}:msg:*`)).length;
-
-afterEach(async () => {
-  for (const d of dialogs.splice(0)) d.destroy();
-  await Promise.all(running.splice(0).map((i) => i.close(200)));
-});
-
-afterAll(async () => {
-  await store.close();
-  redis.disconnect();
-  await dropPrefix(prefix);
-});
 
 describe('INLINE-DSN (A4)', () => {
   it('352 for a DRUCOF recipient that may be refused; after the data 353, its 554 5.6.3, the other 352 one 250, final 250; only the accepted stored', async () => {

@@ -4,36 +4,25 @@
  * the 250), access control and AUTH, STARTTLS, connection limit and shutdown.
  * Driven by the wire-level Dialog and by nodemailer.
  */
-import { Redis } from 'ioredis';
 import nodemailer from 'nodemailer';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.ts';
-import { createInbound, type Inbound } from '../../src/inbound/index.ts';
+import { createInbound } from '../../src/inbound/index.ts';
 import { silentLogger } from '../../src/ops/log.ts';
-import { MessageStore } from '../../src/queue/store.ts';
 import { parseReply } from '../../src/smtp/reply-format.ts';
 import { selfSignedCert } from '../helpers/tls.ts';
 import { Dialog, type WireReply } from '../helpers/dialog.ts';
-import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
+import { inboundBed } from '../helpers/inbound.ts';
 
-const prefix = uniquePrefix('inbound-smtp');
-const redis = new Redis(REDIS_URL);
-const store = new MessageStore(redis, prefix);
-const running: Inbound[] = [];
-const dialogs: Dialog[] = [];
+const bed = inboundBed('inbound-smtp');
+const { store, messageKeys } = bed;
 
 async function start(raw: Record<string, unknown> = {}): Promise<number> {
   const config = parseConfig({ listen: '127.0.0.1:0', ...raw });
-  const inbound = createInbound({ config, store, log: silentLogger, hostname: 'relay.test' });
-  running.push(inbound);
-  return (await inbound.listen()).port;
+  return bed.listen({ config });
 }
 
-async function connect(port: number): Promise<Dialog> {
-  const d = await Dialog.connect(port);
-  dialogs.push(d);
-  return d;
-}
+const connect = (port: number): Promise<Dialog> => bed.connect(port);
 
 /** MAIL, RCPTs, DATA, the data (dot-stuffed by the caller), returns the reply to the dot. */
 async function transaction(d: Dialog, from: string, rcpts: string[], data: string | Buffer): Promise<WireReply> {
@@ -43,19 +32,6 @@ async function transaction(d: Dialog, from: string, rcpts: string[], data: strin
   d.write(data);
   return d.read();
 }
-
-const messageKeys = async () => (await redis.keys(`${prefix}:msg:*`)).length;
-
-afterEach(async () => {
-  for (const d of dialogs.splice(0)) d.destroy();
-  await Promise.all(running.splice(0).map((i) => i.close(200)));
-});
-
-afterAll(async () => {
-  await store.close();
-  redis.disconnect();
-  await dropPrefix(prefix);
-});
 
 describe('EHLO and the replies smtp-server makes', () => {
   it('advertises PIPELINING 8BITMIME SMTPUTF8 DSN ENHANCEDSTATUSCODES SIZE and our extensions, and no STARTTLS/AUTH when not configured', async () => {
