@@ -31,6 +31,8 @@ export interface LoadOptions {
   readonly reconnectWindowMs?: number;
   /** Called after every message's outcome is known (progress for a killer). */
   readonly onOutcome?: (m: MessageOutcome) => void;
+  /** Keep every outcome in the result (default true); false for long runs that only need `onOutcome`. */
+  readonly keepOutcomes?: boolean;
   /**
    * Pause a session this long after a message was refused (a 4xx/5xx instead of
    * the 250), as a real client backs off; default 0. Keeps a Redis outage from
@@ -164,8 +166,10 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   let connectFailures = 0;
   let closedWith421 = 0;
 
+  const tally = { refused: 0, unacknowledged: 0 };
   const record = (m: MessageOutcome) => {
-    outcomes.push(m);
+    if (m.status !== 'accepted') tally[m.status]++;
+    if (o.keepOutcomes !== false) outcomes.push(m);
     o.onOutcome?.(m);
   };
 
@@ -274,8 +278,8 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   return {
     outcomes,
     accepted,
-    refused: outcomes.filter((m) => m.status === 'refused').length,
-    unacknowledged: outcomes.filter((m) => m.status === 'unacknowledged').length,
+    refused: tally.refused,
+    unacknowledged: tally.unacknowledged,
     startedAt,
     lastAcceptedAt,
     acceptWallMs: lastAcceptedAt - startedAt,

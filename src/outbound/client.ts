@@ -54,6 +54,7 @@ import type { NodemailerError } from 'nodemailer/lib/errors';
 import { CONNEG_PARAM, refusesConneg } from '../capabilities/conneg-client.ts';
 import type { Reply } from '../model/reply.ts';
 import { parseReply } from '../smtp/reply-format.ts';
+import { speedUpDataStream } from './dot-stuff.ts';
 
 /** The callback nodemailer threads through `_setEnvelope` → `_sendRcpt` → `_actionRCPT`. */
 type EnvelopeCallback = (err: NodemailerError | null, info?: unknown) => void;
@@ -626,6 +627,7 @@ export class RelayClient extends SMTPConnection {
     const before = this._responseActions.length;
     const accepted = this.opts.lmtp && this._envelope ? [...this._envelope.accepted] : [];
     const stream = base._createSendStream!.call(this, callback);
+    speedUpDataStream(stream);
     const cur = this.current;
     if (this.opts.lmtp) {
       if (cur) this.recordLmtpReplies(cur, before, accepted);
