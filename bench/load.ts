@@ -222,7 +222,7 @@ export async function runSustainedLoad(o: LoadRunOptions = {}): Promise<LoadRunR
       `accepted=${acceptedTotal} refused=${load.refused} unacknowledged=${load.unacknowledged} lost=${lost} duplicated=${duplicated}; ` +
       `p50 ${mean(head.map((i) => i.p50Ms)).toFixed(1)} → ${mean(tail.map((i) => i.p50Ms)).toFixed(1)} ms, p99 ${mean(head.map((i) => i.p99Ms)).toFixed(1)} → ${mean(tail.map((i) => i.p99Ms)).toFixed(1)} ms (first → last third); ` +
       `rss ${intervals[0]!.rssMiB.toFixed(0)} → ${mid.rssMiB.toFixed(0)} → ${intervals.at(-1)!.rssMiB.toFixed(0)} MiB (peak ${peak.toFixed(0)}); ` +
-      `drained=${drained ? 'yes' : 'no'} in ${drainSeconds.toFixed(1)} s`;
+      `drained=${drained ? 'yes' : 'no'} in ${drainSeconds.toFixed(2)} s`;
     log(line);
     return {
       maxPerSec,

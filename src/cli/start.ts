@@ -76,7 +76,15 @@ export async function runRelay(config: RelayConfig, roles: Roles, log: Logger = 
     };
     const worker = createRelayWorker({ config, store, connection: workerRedis, deliverer: pool, drucof, resolveMx: (d) => dns.resolveMx(d), hostname, log: log.child({ stage: 'relay' }), metrics });
     log.info({ redis: redisChoice.url, prefix: config.redis.prefix, concurrency: config.queue.concurrency }, 'drucof-relay working');
+    const sweep = () =>
+      store.sweepNeverQueued(NEVER_QUEUED_AGE_MS).then(
+        (removed) => removed > 0 && log.info({ removed }, 'removed messages stored but never queued (a listener died mid-write; their clients never read a 250)'),
+        (err: unknown) => log.warn({ err: (err as Error).message }, 'sweep of never-queued messages failed'),
+      );
+    void sweep();
+    const sweeper = setInterval(() => void sweep(), NEVER_QUEUED_SWEEP_MS).unref();
     stops.push(async () => {
+      clearInterval(sweeper);
       const graceful = worker.close();
       const timedOut = await Promise.race([graceful.then(() => false), sleep(config.shutdownTimeout).then(() => true)]);
       if (timedOut) {
@@ -238,5 +246,9 @@ function answerConneg(registry: Readonly<Record<string, string>>, cache: Capabil
     return cached?.kind === 'known' ? { ...cached, source: 'cache' } : { kind: 'unknown' };
   };
 }
+
+/** A stored message without a job is a never-queued leftover once it is this old (writes time out after 5 s). */
+const NEVER_QUEUED_AGE_MS = 10 * 60_000;
+const NEVER_QUEUED_SWEEP_MS = 60 * 60_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -499,7 +499,11 @@ export class OutboundPool {
         continue;
       }
       conn.transactions++;
-      hop.release(conn, failure === undefined || failure.stage !== 'session');
+      // A transaction that ran to its final reply after the data leaves the session clean
+      // (RFC 5321 §4.1.1.4), as Postfix and nodemailer's own pool assume: no RSET then —
+      // one round trip less per message. Any transaction that stopped short gets its RSET.
+      const complete = failure === undefined && outcome.replies?.data !== undefined;
+      hop.release(conn, failure === undefined || failure.stage !== 'session', !complete);
       if (outcome.capabilities && this.opts.cache) {
         for (const [r, a] of outcome.capabilities) if (outcome.queried.has(r)) await this.opts.cache.set(r, a);
       }

@@ -226,6 +226,41 @@ export class MessageStore {
     return 'deleted';
   }
 
+  /**
+   * Removes messages that were stored but never queued: a listener killed
+   * between the hash write and the job add (both go out together) leaves a
+   * hash no worker will ever see. Its client never read a 250 (that waits for
+   * both writes), so it sends the message again; the hash is only garbage.
+   * Every accepted message has a job, or is on hold, or is finished (then it
+   * carries an expiry), so a hash with none of these, older than `minAgeMs`
+   * (far beyond the write timeout), is such a leftover — Postfix's cleanup of
+   * incomplete queue files at start-up. Returns how many were removed.
+   */
+  async sweepNeverQueued(minAgeMs: number, now = Date.now()): Promise<number> {
+    const jobKey = (id: string) => `${this.k.bullPrefix}:${DELIVERY_QUEUE}:${id}`;
+    const pattern = `${this.k.message('').replace(/[*?[\]\\]/g, '\\$&')}*`;
+    const idOf = (key: string) => key.slice(this.k.message('').length);
+    let removed = 0;
+    let cursor = '0';
+    do {
+      const [next, found] = await this.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 500);
+      cursor = next;
+      if (found.length === 0) continue;
+      const probe = this.redis.pipeline();
+      for (const key of found) probe.pttl(key).exists(jobKey(idOf(key))).sismember(this.k.held, idOf(key)).hget(key, 'envelope');
+      const answers = (await probe.exec()) ?? [];
+      const orphans: string[] = [];
+      found.forEach((key, i) => {
+        const [ttl, job, held, envelope] = answers.slice(i * 4, i * 4 + 4).map(([err, v]) => (err ? undefined : v));
+        if (ttl !== -1 || job !== 0 || held !== 0 || typeof envelope !== 'string') return;
+        const receivedAt = Date.parse((JSON.parse(envelope) as Envelope).receivedAt);
+        if (now - receivedAt >= minAgeMs) orphans.push(key);
+      });
+      if (orphans.length > 0) removed += await this.redis.del(...orphans);
+    } while (cursor !== '0');
+    return removed;
+  }
+
   async close(): Promise<void> {
     this.redis.off('ready', this.onReady);
     clearTimeout(this.undoTimer);

@@ -121,9 +121,10 @@ describe.runIf(found.exim)(`PRDR transcripts with Exim ${found.exim?.version}`, 
       raw: `From: alice@sender.test\r\nTo: ${to.join(', ')}\r\nSubject: one refused\r\nMessage-ID: <${Math.random().toString(36).slice(2, 12)}@sender.test>\r\n\r\nHello from the relay.\r\n`,
     });
     await waitFor('Exim to deliver', () => exim.delivered().filter((d) => d.raw.includes('Subject: one refused')).length >= 2);
-    // The relay parks the connection for reuse (RSET); stopping it QUITs the parked one,
-    // so the transcript ends like a dialogue, in the same order every run.
-    await waitFor('the relay to park the connection', () => /S: 250 Reset OK/.test(toExim.transcript()), 10_000);
+    // The relay parks the connection for reuse once the 353 sequence is complete (no RSET
+    // after a completed transaction); stopping it QUITs the parked one, so the transcript
+    // ends like a dialogue, in the same order every run.
+    await waitFor('the relay to read the whole 353 sequence', () => /^S: 353.*\nS: 250.*\nS: 550.*\nS: 250.*\nS: 250/m.test(toExim.transcript()), 10_000);
     await relay.stop();
     await waitFor('the relay to QUIT the recorded connection', () => /S: \(FIN/.test(toExim.transcript()), 10_000);
     const t = save('relay-to-exim.txt', `drucof-relay (client) → Exim ${found.exim!.version} (server); Exim's acl_smtp_data_prdr refuses fighter@exim.test`, toExim.transcript());

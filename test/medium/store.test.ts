@@ -6,7 +6,7 @@ import type { Envelope } from '../../src/model/envelope.ts';
 import { reply } from '../../src/model/reply.ts';
 import { newQueueId } from '../../src/queue/queue-id.ts';
 import { connectForListener } from '../../src/queue/redis.ts';
-import { MessageStore, StoreUnavailableError } from '../../src/queue/store.ts';
+import { DELIVERY_JOB_OPTIONS, MessageStore, StoreUnavailableError } from '../../src/queue/store.ts';
 import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
 
 const prefix = uniquePrefix('store');
@@ -64,5 +64,50 @@ describe('MessageStore', () => {
     expect(Date.now() - started).toBeLessThan(5000);
     await s.close().catch(() => {});
     down.disconnect();
+  });
+});
+
+describe('MessageStore.sweepNeverQueued', () => {
+  const own = uniquePrefix('sweep');
+  const s = new MessageStore(redis, own);
+  afterAll(async () => {
+    await s.close();
+    await dropPrefix(own);
+  });
+  const old = (minutes: number) => ({ ...envelope(), receivedAt: new Date(Date.now() - minutes * 60_000).toISOString() });
+  /** What a listener killed between its two writes leaves: the hash, no job. */
+  const halfStored = async (env: Envelope) => {
+    await redis.hset(`${own}:msg:${env.id}`, 'envelope', JSON.stringify(env), 'body', 'hi', 'r:0', JSON.stringify(newRecipient('a@x.test')));
+    return env.id;
+  };
+
+  it('removes old hashes without a job, and keeps young ones, queued, held, delayed and finished messages', async () => {
+    const orphan = await halfStored(old(30));
+    const young = await halfStored(old(1));
+    const queued = old(30);
+    await s.enqueue(queued, [newRecipient('a@x.test')], Buffer.from('hi'));
+    const held = old(30);
+    await s.enqueue(held, [newRecipient('a@x.test')], Buffer.from('hi'));
+    expect(await s.hold(held.id)).toBe('held');
+    // A message waiting for its next attempt: its job is in the delayed set.
+    const delayed = old(30);
+    await halfStored(delayed);
+    await s.queue.add('deliver', { id: delayed.id }, { ...DELIVERY_JOB_OPTIONS, jobId: delayed.id, delay: 3_600_000 });
+    expect(await s.queue.getJobState(delayed.id)).toBe('delayed');
+    const finished = old(30);
+    await s.enqueue(finished, [newRecipient('a@x.test')], Buffer.from('hi'));
+    await (await s.queue.getJob(finished.id))!.remove();
+    await s.finish(finished.id, 3_600_000);
+
+    expect(await s.sweepNeverQueued(10 * 60_000)).toBe(1);
+    expect(await redis.exists(`${own}:msg:${orphan}`)).toBe(0);
+    for (const id of [young, queued.id, held.id, delayed.id, finished.id]) expect(await redis.exists(`${own}:msg:${id}`), id).toBe(1);
+    expect(await s.sweepNeverQueued(10 * 60_000)).toBe(0);
+  });
+
+  it('walks a large keyspace in batches', async () => {
+    const ids = await Promise.all(Array.from({ length: 1200 }, () => halfStored(old(20))));
+    expect(await s.sweepNeverQueued(10 * 60_000)).toBe(1200);
+    expect(await redis.exists(...ids.map((id) => `${own}:msg:${id}`))).toBe(0);
   });
 });
