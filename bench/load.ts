@@ -21,7 +21,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
+import { scriptArgs } from './script-args.ts';
 import { quantile, runLoad, type MessageOutcome } from './client.ts';
 import { startRedis, type AppendFsync, type PrivateRedis } from './redis.ts';
 import { children, peakRssMiB, startRelayChild, type RelayChild } from './relay-child.ts';
@@ -115,7 +115,7 @@ export async function runSustainedLoad(o: LoadRunOptions = {}): Promise<LoadRunR
     const r = relay;
     const s = sink;
     log(
-      `load: ${bodySize / 1024} KB × ${recipients} rcpt, ${sessions} sessions, relay pid ${r.pid} (start), ` +
+      `sustained load, ${bodySize / 1024} KB × ${recipients} rcpt, ${sessions} sessions, relay pid ${r.pid} (start), ` +
         `redis AOF appendfsync ${redis.appendfsync}, sink in its own process`,
     );
 
@@ -284,8 +284,11 @@ async function settle(relay: RelayChild, httpPort: number, sink: Sink, deliverie
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const { values: a } = parseArgs({
-    options: {
+  const a = scriptArgs(
+    'load.ts',
+    'npm run bench:load -- [--minutes 10] [--fraction 0.8 | --rate MSG/S] [--probe-messages 8000]\n' +
+      '                      [--size 10240] [--recipients 1] [--sessions 10] [--interval 60] [--fsync always|everysec]',
+    {
       minutes: { type: 'string', default: '10' },
       fraction: { type: 'string', default: '0.8' },
       rate: { type: 'string' },
@@ -295,17 +298,12 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
       sessions: { type: 'string', default: '10' },
       interval: { type: 'string', default: '60' },
       fsync: { type: 'string', default: 'always' },
-      help: { type: 'boolean', short: 'h', default: false },
     },
-  });
-  if (a.help) {
-    process.stdout.write(
-      'npm run bench:load -- [--minutes 10] [--fraction 0.8 | --rate MSG/S] [--probe-messages 8000]\n' +
-        '                      [--size 10240] [--recipients 1] [--sessions 10] [--interval 60] [--fsync always|everysec]\n',
-    );
-    process.exit(0);
+  );
+  if (!['always', 'everysec'].includes(a.fsync)) {
+    process.stderr.write(`load.ts: --fsync must be always or everysec, not ${a.fsync}\n`);
+    process.exit(2);
   }
-  if (!['always', 'everysec'].includes(a.fsync)) throw new Error(`--fsync must be always or everysec, not ${a.fsync}`);
   children.installExitHandlers();
   const res = await runSustainedLoad({
     seconds: Number(a.minutes) * 60,

@@ -23,7 +23,7 @@
  */
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
+import { scriptArgs } from './script-args.ts';
 import { Redis } from 'ioredis';
 import { runLoad, type LoadResult, type MessageOutcome } from './client.ts';
 import { startRedis, type AppendFsync, type PrivateRedis } from './redis.ts';
@@ -626,8 +626,10 @@ export async function runNoLoss(o: NoLossOptions = {}): Promise<NoLossResult> {
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const { values: a } = parseArgs({
-    options: {
+  const a = scriptArgs(
+    'no-loss.ts',
+    'npm run bench:no-loss -- [--messages 3000] [--recipients 3] [--sessions 8] [--kills 3] [--size 2048] [--timeout 150] [--seed N]',
+    {
       messages: { type: 'string', default: '3000' },
       recipients: { type: 'string', default: '3' },
       sessions: { type: 'string', default: '8' },
@@ -636,7 +638,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
       timeout: { type: 'string', default: '150' },
       seed: { type: 'string' },
     },
-  });
+  );
   children.installExitHandlers();
   const seed = a.seed ? Number(a.seed) : Date.now() % 1_000_000;
   process.stdout.write(`seed ${seed}\n`);

@@ -17,14 +17,18 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
+import { scriptArgs } from './script-args.ts';
 import { quantile, runLoad } from './client.ts';
 import { startRedis, type AppendFsync } from './redis.ts';
 import { children, cpuSeconds, machineBusySeconds, peakRssMiB, startRelayChild } from './relay-child.ts';
 import { startSink } from './sink.ts';
 
-const { values: args } = parseArgs({
-  options: {
+const args = scriptArgs(
+  'relay-bench.ts',
+  'npm run bench -- [--quick] [--messages N] [--runs R] [--fsync always|everysec] [--sessions S]\n' +
+    '                 [--concurrency C] [--connections K] [--only 10k-1,10k-5,100k-1,100k-5] [--cpu-prof DIR]',
+  {
     quick: { type: 'boolean', default: false },
     messages: { type: 'string' },
     runs: { type: 'string', default: '3' },
@@ -34,18 +38,14 @@ const { values: args } = parseArgs({
     connections: { type: 'string', default: '10' },
     only: { type: 'string' },
     'cpu-prof': { type: 'string' },
-    help: { type: 'boolean', short: 'h', default: false },
   },
-});
+);
 
-if (args.help) {
-  process.stdout.write(
-    'npm run bench -- [--quick] [--messages N] [--runs R] [--fsync always|everysec] [--sessions S]\n' +
-      '                 [--concurrency C] [--connections K] [--only 10k-1,100k-5] [--cpu-prof DIR]\n',
-  );
-  process.exit(0);
-}
-if (!['always', 'everysec', 'no'].includes(args.fsync)) throw new Error(`--fsync must be always or everysec, not ${args.fsync}`);
+const usageError = (why: string): never => {
+  process.stderr.write(`relay-bench.ts: ${why}\n`);
+  process.exit(2);
+};
+if (!['always', 'everysec'].includes(args.fsync)) usageError(`--fsync must be always or everysec, not ${args.fsync}`);
 
 interface Cell {
   readonly name: string;
@@ -81,7 +81,7 @@ const FIGURES = [
 type Figure = (typeof FIGURES)[number];
 
 const REFERENCE = [
-  'For scale (published figures, end-to-end with an fsynced queue, other hardware):',
+  'For scale (published figures, not measured here: end-to-end, fsynced queue, a 2-core machine):',
   '  Postfix 3.7   10 KB: ~430 msg/s   100 KB: ~280 msg/s',
   '  Haraka 3.3    10 KB: ~250 msg/s   100 KB: ~115 msg/s',
 ];
@@ -89,12 +89,15 @@ const REFERENCE = [
 const runs = Math.max(1, Number(args.runs));
 const sessions = Math.max(1, Number(args.sessions));
 const count = (dflt: number) => (args.messages ? Number(args.messages) : args.quick ? 200 : dflt);
-const cells: Cell[] = [
+const ALL_CELLS: Cell[] = [
   { name: '10k-1', bodySize: 10 * 1024, recipients: 1, messages: count(2000) },
   { name: '10k-5', bodySize: 10 * 1024, recipients: 5, messages: count(2000) },
   { name: '100k-1', bodySize: 100 * 1024, recipients: 1, messages: count(1000) },
   { name: '100k-5', bodySize: 100 * 1024, recipients: 5, messages: count(1000) },
-].filter((c) => !args.only || args.only.split(',').includes(c.name));
+];
+const unknownCells = (args.only?.split(',') ?? []).filter((n) => !ALL_CELLS.some((c) => c.name === n));
+if (unknownCells.length > 0) usageError(`--only: no cell ${unknownCells.join(', ')} (cells: ${ALL_CELLS.map((c) => c.name).join(', ')})`);
+const cells = ALL_CELLS.filter((c) => !args.only || args.only.split(',').includes(c.name));
 
 const relayConfig = {
   queue: { concurrency: Number(args.concurrency), retrySchedule: ['1s'] },
@@ -220,6 +223,9 @@ async function runOnce(cell: Cell, prefix: string): Promise<RunFigures> {
       process.stderr.write('\r\x1b[K');
     }
     const end = sink.lastDeliveryAt();
+    // The figures of a run end when its work does: the last jobs are completed (outcomes
+    // written, bodies dropped) a little after the sink took their messages.
+    if (complete) await jobsDone(redis.url, prefix, 10_000);
     died();
     const cpu1 = { relay: cpuSeconds(relay.pid), redis: cpuSeconds(redis.pid), self: selfCpu(), machine: machineBusySeconds(), at: performance.now() };
     const ours = cpu1.relay - cpu0.relay + (cpu1.redis - cpu0.redis) + (cpu1.self - cpu0.self);
@@ -267,6 +273,21 @@ async function runOnce(cell: Cell, prefix: string): Promise<RunFigures> {
   } finally {
     await relay.stop();
     await redis.flushAll();
+  }
+}
+
+/** Resolves once the relay's queue has no waiting or active job (or after `timeoutMs`). */
+async function jobsDone(url: string, prefix: string, timeoutMs: number): Promise<void> {
+  const r = new Redis(url);
+  try {
+    const deadline = performance.now() + timeoutMs;
+    while (performance.now() < deadline) {
+      const [wait, active] = await Promise.all([r.llen(`${prefix}:deliver:wait`), r.llen(`${prefix}:deliver:active`)]);
+      if (wait + active === 0) return;
+      await new Promise((res) => setTimeout(res, 20));
+    }
+  } finally {
+    r.disconnect();
   }
 }
 

@@ -17,7 +17,7 @@
  * and a detail line; exits 1 on any loss (or a 250 without a stored message).
  */
 import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
+import { scriptArgs } from '../../bench/script-args.ts';
 import { children, startRelayChild, type RelayChild } from '../../bench/relay-child.ts';
 import { detailLine, duplicateTimingLine, runUnderFaults, startFaultBed, windowLine, type FaultTally } from '../../bench/no-loss.ts';
 import { seededRandom } from '../helpers/random.ts';
@@ -143,8 +143,12 @@ export async function runCrash(o: CrashOptions = {}): Promise<CrashResult> {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const { values: a } = parseArgs({
-    options: {
+  const a = scriptArgs(
+    'crash.ts',
+    'node --import tsx test/faults/crash.ts [--messages 5000] [--recipients 3] [--sessions 8] [--kills 12] [--size 2048]\n' +
+      '    [--timeout 150] [--seed N] [--rate MSG/S] [--concurrency 50] [--connections 10] [--hop-delay MS]\n' +
+      '    [--targets worker,listener,both] [--window]',
+    {
       messages: { type: 'string', default: '5000' },
       recipients: { type: 'string', default: '3' },
       sessions: { type: 'string', default: '8' },
@@ -159,7 +163,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
       timeout: { type: 'string', default: '150' },
       seed: { type: 'string' },
     },
-  });
+  );
   children.installExitHandlers();
   const seed = a.seed ? Number(a.seed) : Date.now() % 1_000_000;
   const r = await runCrash({

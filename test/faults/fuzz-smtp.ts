@@ -33,10 +33,13 @@ import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import { MessageStore } from '../../src/queue/store.ts';
 import { startSink, type Sink } from '../../bench/sink.ts';
+import { children } from '../../bench/relay-child.ts';
+import { startRedis } from '../../bench/redis.ts';
+import { scriptArgs } from '../../bench/script-args.ts';
 import { seededRandom } from '../helpers/random.ts';
 import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
@@ -1150,6 +1153,15 @@ async function spawnRelay(config: Record<string, unknown>, env: Record<string, s
     env: { ...process.env, RELAY_LISTEN: `127.0.0.1:${port}`, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  // Killed with the script (Ctrl-C, SIGTERM), and its config removed either way.
+  const unregister = children.add(() => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  proc.once('exit', () => {
+    unregister();
+    rmSync(dir, { recursive: true, force: true });
+  });
   const problems: string[] = [];
   let tail = '';
   const onOutput = (d: Buffer) => {
@@ -1196,15 +1208,17 @@ async function spawnRelay(config: Record<string, unknown>, env: Record<string, s
 /** Flags RSS growth over this much from start to end. */
 export const RSS_GROWTH_LIMIT = 150 * 1024 * 1024;
 
-export async function fuzzRelay(opts: Omit<FuzzOptions, 'port' | 'host'> & { log?: (line: string) => void }): Promise<RelayRunReport> {
+/** `redisUrl`: a Redis of the caller's (the script starts a private one); default the tests' shared Redis, under a prefix dropped afterwards. */
+export async function fuzzRelay(opts: Omit<FuzzOptions, 'port' | 'host'> & { log?: (line: string) => void; redisUrl?: string }): Promise<RelayRunReport> {
   const log = opts.log ?? (() => {});
   const prefix = uniquePrefix('fuzz-smtp');
+  const redisUrl = opts.redisUrl ?? REDIS_URL;
   const sink: Sink = await startSink({ record: false });
   let relay: RelayChild | undefined;
-  const redis = new Redis(REDIS_URL);
+  const redis = new Redis(redisUrl);
   const store = new MessageStore(redis, prefix);
   try {
-    relay = await spawnRelay(fuzzRelayConfig(), { RELAY_SMARTHOST: `127.0.0.1:${sink.port}`, REDIS_URL, RELAY_QUEUE_PREFIX: prefix, LOG_LEVEL: 'warn' });
+    relay = await spawnRelay(fuzzRelayConfig(), { RELAY_SMARTHOST: `127.0.0.1:${sink.port}`, REDIS_URL: redisUrl, RELAY_QUEUE_PREFIX: prefix, LOG_LEVEL: 'warn' });
     const pid = relay.proc.pid!;
     let exited = false;
     relay.proc.once('exit', () => (exited = true));
@@ -1261,7 +1275,7 @@ export async function fuzzRelay(opts: Omit<FuzzOptions, 'port' | 'host'> & { log
     await sink.close();
     await store.close();
     redis.disconnect();
-    await dropPrefix(prefix);
+    if (!opts.redisUrl) await dropPrefix(prefix);
   }
 }
 
@@ -1284,16 +1298,25 @@ export function formatReport(r: RelayRunReport, opts: { seed: number; concurrenc
 // Command line
 
 async function main(): Promise<void> {
-  const args = process.argv.slice(2);
-  const arg = (name: string, dflt: string) => {
-    const i = args.indexOf(`--${name}`);
-    return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : dflt;
-  };
-  const sessions = Number(arg('sessions', '100000'));
-  const seed = Number(arg('seed', '1'));
-  const concurrency = Number(arg('concurrency', '64'));
-  const minutes = Number(arg('minutes', '15'));
-  const only = args.includes('--only') ? arg('only', '').split(',').map(Number) : undefined;
+  const a = scriptArgs(
+    'fuzz-smtp.ts',
+    'node --import tsx test/faults/fuzz-smtp.ts [--sessions 100000] [--seed 1] [--concurrency 64] [--minutes 15] [--only N,M (replay sessions)]',
+    {
+      sessions: { type: 'string', default: '100000' },
+      seed: { type: 'string', default: '1' },
+      concurrency: { type: 'string', default: '64' },
+      minutes: { type: 'string', default: '15' },
+      only: { type: 'string' },
+    },
+  );
+  const sessions = Number(a.sessions);
+  const seed = Number(a.seed);
+  const concurrency = Number(a.concurrency);
+  const minutes = Number(a.minutes);
+  const only = a.only !== undefined ? a.only.split(',').map(Number) : undefined;
+  // A private Redis (removed afterwards, also on Ctrl-C): an interrupted run leaves nothing behind.
+  children.installExitHandlers();
+  const redis = await startRedis();
   const report = await fuzzRelay({
     sessions,
     seed,
@@ -1301,7 +1324,8 @@ async function main(): Promise<void> {
     timeBudgetMs: minutes * 60_000,
     ...(only && { only }),
     log: (l) => console.log(l),
-  });
+    redisUrl: redis.url,
+  }).finally(() => redis.stop());
   for (const line of formatReport(report, { seed, concurrency })) console.log(line);
   for (const v of report.stats.violations.slice(0, 10)) {
     console.log(`\n--- session ${v.session} (replay: --seed ${seed} --only ${v.session}): ${v.kind}: ${v.detail}\n${v.transcript}`);

@@ -25,7 +25,7 @@
  * other than 451 4.3.0.
  */
 import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
+import { scriptArgs } from '../../bench/script-args.ts';
 import { children, startRelayChild, type RelayChild } from '../../bench/relay-child.ts';
 import { detailLine, duplicateTimingLine, runUnderFaults, startFaultBed, type FaultTally } from '../../bench/no-loss.ts';
 import { seededRandom } from '../helpers/random.ts';
@@ -122,8 +122,11 @@ export async function runRedisRestart(o: RedisRestartOptions = {}): Promise<Redi
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const { values: a } = parseArgs({
-    options: {
+  const a = scriptArgs(
+    'redis-restart.ts',
+    'node --import tsx test/faults/redis-restart.ts [--messages 5000] [--recipients 3] [--sessions 8] [--restarts 6]\n' +
+      '    [--rate MSG/S] [--down 1000-3000 (ms)] [--size 2048] [--timeout 150] [--seed N]',
+    {
       messages: { type: 'string', default: '5000' },
       recipients: { type: 'string', default: '3' },
       sessions: { type: 'string', default: '8' },
@@ -134,7 +137,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
       timeout: { type: 'string', default: '150' },
       seed: { type: 'string' },
     },
-  });
+  );
   children.installExitHandlers();
   const r = await runRedisRestart({
     messages: Number(a.messages),
