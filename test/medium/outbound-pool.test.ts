@@ -264,15 +264,18 @@ describe('connections', () => {
     }
     expect(p.messages.map((m) => m.rcptTo[0])).toEqual(['a@example.net', 'b@example.net', 'c@example.net']);
     expect(p.connections).toBe(1);
+    // A transaction that ran to its final reply leaves the session clean: the next MAIL follows at once.
+    expect(p.commands.filter((c) => /^(MAIL|RSET)/.test(c)).map((c) => c.split(/[ :]/)[0])).toEqual(['MAIL', 'MAIL', 'MAIL']);
   });
 
-  it('reuses the connection after a failed transaction too (RSET)', async () => {
+  it('reuses the connection after a failed transaction too, with RSET first', async () => {
     const p = await peer({ rcpt: (a) => (a.startsWith('old') ? { code: 550, text: '5.1.1 gone' } : undefined) });
     const o = pool();
     await o.deliver(request(p.port, [newRecipient('old@example.net')]));
     const res = await o.deliver(request(p.port, [newRecipient('a@example.net')]));
     expect(res.perRecipient.get('a@example.net')?.code).toBe(250);
     expect(p.connections).toBe(1);
+    expect(p.commands.filter((c) => /^(MAIL|RSET)/.test(c)).map((c) => c.split(/[ :]/)[0])).toEqual(['MAIL', 'RSET', 'MAIL']);
   });
 
   it('replaces a parked connection that died, transparently', async () => {
