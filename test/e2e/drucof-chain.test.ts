@@ -17,6 +17,7 @@ import { connegTransactions, startNextHop, type NextHopPeer } from '../peers/nex
 import { startRelay, type RelayProcess } from '../helpers/relay-process.ts';
 import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
 import { Dialog } from '../helpers/dialog.ts';
+import { settledStates } from '../helpers/relay-mail.ts';
 import { bigPng, field, imageMessage, rawLeaves } from '../fixtures/images/mail.ts';
 import { sleep, waitFor } from '../helpers/wait.ts';
 
@@ -35,17 +36,8 @@ let relayB: RelayProcess;
 let raw: Buffer;
 
 
-async function settled(store: MessageStore, id: string, relay: RelayProcess): Promise<RecipientState[]> {
-  let last: readonly RecipientState[] = [];
-  try {
-    return await waitFor(`message ${id} to settle`, async () => {
-      last = (await store.loadMeta(id))?.recipients ?? [];
-      return last.length > 0 && last.every((r) => r.status !== 'queued' && r.status !== 'deferred') ? [...last] : undefined;
-    });
-  } catch (err) {
-    throw new Error(`${(err as Error).message}; states: ${JSON.stringify(last, null, 1)}\nrelay output:\n${relay.output().slice(-4000)}`);
-  }
-}
+const settled = (store: MessageStore, id: string, relay: RelayProcess): Promise<RecipientState[]> =>
+  settledStates(store, id, { context: () => `relay output:\n${relay.output().slice(-4000)}` });
 
 /** The queue ids of the messages a relay holds (its `msg:` hashes). */
 async function queueIds(prefix: string): Promise<string[]> {

@@ -16,7 +16,7 @@ import { connegTransactions, startNextHop, type NextHopPeer } from '../peers/nex
 import { startRelay, type RelayProcess } from '../helpers/relay-process.ts';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
-import { Dialog } from '../helpers/dialog.ts';
+import { byAddress, settledStates, submitMessage } from '../helpers/relay-mail.ts';
 import { bigPng, field, imageMessage, rawLeaves } from '../fixtures/images/mail.ts';
 import { waitFor } from '../helpers/wait.ts';
 
@@ -35,29 +35,9 @@ let relay: RelayProcess;
 let raw: Buffer;
 
 
-async function submit(to: readonly string[]): Promise<string> {
-  const d = await Dialog.connect(relay.port);
-  await d.hello();
-  await d.command('MAIL FROM:<s@sender.test>', 250);
-  for (const r of to) await d.command(`RCPT TO:<${r}> DRUCOF`, 250);
-  await d.command('DATA', 354);
-  d.write(Buffer.from(raw.toString('latin1').replace(/^\./gm, '..'), 'latin1'));
-  const done = await d.command('.', 250);
-  await d.quit();
-  return /\[QUEUEID ([^\]]+)\]/.exec(done.text)![1]!;
-}
+const submit = (to: readonly string[]): Promise<string> => submitMessage(relay.port, { from: 's@sender.test', to: to.map((r) => [r, 'DRUCOF'] as const), raw });
 
-async function settled(id: string): Promise<Map<string, RecipientState>> {
-  let last: readonly RecipientState[] = [];
-  try {
-    return await waitFor(`message ${id} to settle`, async () => {
-      last = (await store.loadMeta(id))?.recipients ?? [];
-      return last.length > 0 && last.every((r) => r.status !== 'queued' && r.status !== 'deferred') ? new Map(last.map((r) => [r.address, r])) : undefined;
-    });
-  } catch (err) {
-    throw new Error(`${(err as Error).message}; states: ${JSON.stringify(last, null, 1)}\nrelay output:\n${relay.output().slice(-4000)}`);
-  }
-}
+const settled = async (id: string): Promise<Map<string, RecipientState>> => byAddress(await settledStates(store, id, { context: () => `relay output:\n${relay.output().slice(-4000)}` }));
 
 const srvQueries = () => dns.queries.filter((q) => q === 'SRV _conneg._tcp.srv.test');
 

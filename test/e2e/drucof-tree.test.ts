@@ -19,6 +19,7 @@ import { connegTransactions, startNextHop, type ConnegScript, type NextHopPeer, 
 import { startRelay, type RelayProcess } from '../helpers/relay-process.ts';
 import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
 import { Dialog } from '../helpers/dialog.ts';
+import { byAddress, settledStates, submitMessage } from '../helpers/relay-mail.ts';
 import { bigPng, compose, field, image, imageMessage, rawLeaves } from '../fixtures/images/mail.ts';
 import { deliveryStatusBlocks, blockFor } from '../helpers/reports.ts';
 import { waitFor } from '../helpers/wait.ts';
@@ -55,35 +56,11 @@ const msgs: Record<'big' | 'prohibited' | 'omissible' | 'broken' | 'text', Buffe
 
 
 /** Submits `raw` from s@sender.test; DRUCOF on every RCPT whose local part does not start with `plain`. Returns the queue id. */
-async function submit(to: readonly string[], raw: Buffer): Promise<string> {
-  const d = await Dialog.connect(relay.port);
-  await d.hello();
-  await d.command('MAIL FROM:<s@sender.test>', 250);
-  for (const r of to) await d.command(`RCPT TO:<${r}>${r.startsWith('plain') ? '' : ' DRUCOF'}`, 250);
-  await d.command('DATA', 354);
-  d.write(Buffer.from(raw.toString('latin1').replace(/^\./gm, '..'), 'latin1'));
-  const done = await d.command('.', 250);
-  await d.quit();
-  return /\[QUEUEID ([^\]]+)\]/.exec(done.text)![1]!;
-}
+const submit = (to: readonly string[], raw: Buffer): Promise<string> =>
+  submitMessage(relay.port, { from: 's@sender.test', to: to.map((r) => [r, r.startsWith('plain') ? undefined : 'DRUCOF'] as const), raw });
 
 /** The recipient states once none is queued or deferred, by address. */
-async function settled(id: string): Promise<Map<string, RecipientState>> {
-  let last: readonly RecipientState[] = [];
-  try {
-    return await waitFor(
-      `message ${id} to settle`,
-      async () => {
-        last = (await store.loadMeta(id))?.recipients ?? [];
-        const done = last.length > 0 && last.every((r) => r.status !== 'queued' && r.status !== 'deferred');
-        return done ? new Map(last.map((r) => [r.address, r])) : undefined;
-      },
-      25_000,
-    );
-  } catch (err) {
-    throw new Error(`${(err as Error).message}; states: ${JSON.stringify(last, null, 1)}\nrelay output:\n${relay.output().slice(-4000)}`);
-  }
-}
+const settled = async (id: string): Promise<Map<string, RecipientState>> => byAddress(await settledStates(store, id, { context: () => `relay output:\n${relay.output().slice(-4000)}` }));
 
 const deliveredTo = (peer: NextHopPeer, address: string): ReceivedMessage[] => peer.messages.filter((m) => m.rcptTo.includes(address));
 

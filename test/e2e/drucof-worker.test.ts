@@ -12,6 +12,8 @@ import { startNextHop } from '../peers/next-hop.ts';
 import { startRelay, type RelayProcess } from '../helpers/relay-process.ts';
 import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
 import { Dialog } from '../helpers/dialog.ts';
+import { settledStates } from '../helpers/relay-mail.ts';
+import type { RecipientState } from '../../src/model/recipient.ts';
 
 const prefix = uniquePrefix('e2e-drucof');
 const redis = new Redis(REDIS_URL);
@@ -31,14 +33,7 @@ async function send(to: string[]): Promise<string> {
   return /\[QUEUEID ([^\]]+)\]/.exec(done.text)![1]!;
 }
 
-async function settled(id: string) {
-  for (let t = 0; t < 200; t++) {
-    const m = await store.loadMeta(id);
-    if (m?.recipients.every((r) => r.status !== 'queued' && r.status !== 'deferred')) return m.recipients;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('not settled');
-}
+const settled = (id: string): Promise<RecipientState[]> => settledStates(store, id, { timeoutMs: 10_000 });
 
 beforeAll(async () => {
   hops.drucof = await startNextHop({ extensions: ['DRUCOF'] });

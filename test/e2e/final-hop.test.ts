@@ -21,7 +21,7 @@ import type { RecipientState } from '../../src/model/recipient.ts';
 import { startNextHop, type NextHopPeer } from '../peers/next-hop.ts';
 import { startRelay, type RelayProcess } from '../helpers/relay-process.ts';
 import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
-import { Dialog } from '../helpers/dialog.ts';
+import { byAddress, settledStates, submitMessage } from '../helpers/relay-mail.ts';
 import { bigPng, compose, field, imageMessage, rawLeaves } from '../fixtures/images/mail.ts';
 import { deliveryStatusBlocks, blockFor } from '../helpers/reports.ts';
 import { waitFor } from '../helpers/wait.ts';
@@ -42,25 +42,10 @@ const msgs: Record<'text' | 'big', Buffer> = {} as never;
 
 
 /** Submits `raw` from s@sender.test; each recipient with its own RCPT parameters. Returns the queue id. */
-async function submit(to: readonly (readonly [string, string?])[], raw: Buffer): Promise<string> {
-  const d = await Dialog.connect(relay.port);
-  await d.hello();
-  await d.command('MAIL FROM:<s@sender.test>', 250);
-  for (const [r, params] of to) await d.command(`RCPT TO:<${r}>${params ? ` ${params}` : ''}`, 250);
-  await d.command('DATA', 354);
-  d.write(Buffer.from(raw.toString('latin1').replace(/^\./gm, '..'), 'latin1'));
-  const done = await d.command('.', 250);
-  await d.quit();
-  return /\[QUEUEID ([^\]]+)\]/.exec(done.text)![1]!;
-}
+const submit = (to: readonly (readonly [string, string?])[], raw: Buffer): Promise<string> => submitMessage(relay.port, { from: 's@sender.test', to, raw });
 
 /** The recipient states once none is queued or deferred, by address. */
-async function settled(id: string): Promise<Map<string, RecipientState>> {
-  return waitFor(`message ${id} to settle`, async () => {
-    const rs = (await store.loadMeta(id))?.recipients ?? [];
-    return rs.length > 0 && rs.every((r) => r.status !== 'queued' && r.status !== 'deferred') ? new Map(rs.map((r) => [r.address, r])) : undefined;
-  });
-}
+const settled = async (id: string): Promise<Map<string, RecipientState>> => byAddress(await settledStates(store, id));
 
 /** The files delivered into a recipient's Maildir (new/), and what else its Maildir holds. */
 function mailbox(domain: string, local: string): { files: Buffer[]; tmp: string[]; cur: string[] } {

@@ -25,6 +25,8 @@ import { startNextHop, type NextHopPeer, type ReceivedMessage } from '../peers/n
 import { startRelay, type RelayProcess } from '../helpers/relay-process.ts';
 import { REDIS_URL, dropPrefix, uniquePrefix } from '../helpers/redis.ts';
 import { Dialog } from '../helpers/dialog.ts';
+import { settledStates, submitMessage } from '../helpers/relay-mail.ts';
+import { sleep } from '../helpers/wait.ts';
 import { rawLeaves } from '../fixtures/images/mail.ts';
 import { base64Lines, hostileMessages, image, WANTS, type HostileMessage } from './hostile-messages.ts';
 
@@ -35,29 +37,17 @@ let relay: RelayProcess;
 let sink: NextHopPeer;
 let reports: NextHopPeer;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /** Sends `raw` (dot-stuffed here) to `rcpts` (`address` or `address PARAMS`); returns the queue id. */
-async function submit(from: string, rcpts: readonly string[], raw: Buffer): Promise<string> {
-  const d = await Dialog.connect(relay.port);
-  await d.hello();
-  await d.command(`MAIL FROM:<${from}> BODY=8BITMIME`, 250);
-  for (const r of rcpts) await d.command(`RCPT TO:<${r.split(' ')[0]}>${r.includes(' ') ? r.slice(r.indexOf(' ')) : ''}`, 250);
-  await d.command('DATA', 354);
-  const stuffed = Buffer.from(raw.toString('latin1').replace(/^\./gm, '..'), 'latin1');
-  d.write(Buffer.concat([stuffed, Buffer.from('.\r\n')]));
-  const done = await d.expect(250, undefined, 30_000);
-  await d.quit();
-  return /\[QUEUEID ([^\]]+)\]/.exec(done.text)![1]!;
-}
+const submit = (from: string, rcpts: readonly string[], raw: Buffer): Promise<string> =>
+  submitMessage(relay.port, {
+    from,
+    mailParams: 'BODY=8BITMIME',
+    to: rcpts.map((r) => (r.includes(' ') ? ([r.slice(0, r.indexOf(' ')), r.slice(r.indexOf(' ') + 1)] as const) : ([r] as const))),
+    raw,
+    replyTimeoutMs: 30_000,
+  });
 
-async function settled(id: string, ms = 45_000): Promise<readonly RecipientState[]> {
-  for (const end = Date.now() + ms; ; await sleep(100)) {
-    const m = await store.loadMeta(id);
-    if (m && m.recipients.every((r) => r.status !== 'queued' && r.status !== 'deferred')) return m.recipients;
-    if (Date.now() > end) throw new Error(`${id} not settled: ${JSON.stringify(m?.recipients.map((r) => [r.address, r.status, r.lastReply]))}`);
-  }
-}
+const settled = (id: string, ms = 45_000): Promise<readonly RecipientState[]> => settledStates(store, id, { timeoutMs: ms });
 
 const to = (m: NextHopPeer, address: string): ReceivedMessage[] => m.messages.filter((x) => x.rcptTo.includes(address));
 
